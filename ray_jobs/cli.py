@@ -1,0 +1,160 @@
+"""The `gantune` command line: one sub-command per job, each a thin call into its package.
+
+Bad input raises GantuneError anywhere below; here it becomes one line on stderr and exit 2.
+Heavy imports (Ray, DeepSpeed, the networks) happen inside the handlers, so `gantune --help`
+and `gantune weights list` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from gantune.errors import GantuneError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _cmd_data_scenes(args: argparse.Namespace) -> None:
+    from data.scenes import write_scene_folder
+
+    write_scene_folder(args.out, n=args.n, size_px=args.size, seed=args.seed)
+    print(f"wrote {args.n} scenes of {args.size}px to {args.out}/imgs and {args.out}/labels")
+
+
+def _cmd_data_preview(args: argparse.Namespace) -> None:
+    from data.preview import write_preview
+
+    write_preview(args.dir, args.output, max_items=args.max_items)
+    print(f"wrote {args.output}")
+
+
+def _cmd_fid(args: argparse.Namespace) -> None:
+    from metrics.fid import fid_between_folders
+
+    result = fid_between_folders(
+        args.dir_a,
+        args.dir_b,
+        batch_size=args.batch_size,
+        device=args.device,
+        random_weights=args.random_weights,
+        weights_dir=args.weights_dir,
+    )
+    print(f"{result.metric}: {result.value:.4f}  ({result.n_a} vs {result.n_b} images)")
+    if result.note:
+        print(result.note)
+
+
+def _cmd_weights(args: argparse.Namespace) -> None:
+    from backbones import pretrained
+
+    names = args.names or sorted(pretrained.WEIGHT_FILES)
+    for name in names:
+        pretrained.weight_file(name)  # unknown names fail before any work
+    if args.action == "fetch":
+        for name in names:
+            print(f"{name}: {pretrained.fetch(name, args.weights_dir)}")
+        return
+    bad = 0
+    for name in names:
+        wf = pretrained.WEIGHT_FILES[name]
+        state, path = (
+            pretrained.status(name, args.weights_dir)
+            if args.action == "verify"
+            else _where(name, args.weights_dir)
+        )
+        bad += state not in ("ok", "present")
+        print(f"{name:10s} {state:13s} {path}  sha256 {wf.sha256[:12]}  ({wf.used_by})")
+    if args.action == "verify" and bad:
+        raise GantuneError(f"{bad} weight file(s) missing or corrupt; see above")
+
+
+def _where(name: str, weights_dir: str | None) -> tuple[str, Path]:
+    """For `list`: where the file is or would be looked for, without hashing it."""
+    from backbones import pretrained
+
+    try:
+        return "present", pretrained.locate(name, weights_dir)
+    except GantuneError:
+        wf = pretrained.WEIGHT_FILES[name]
+        return "missing", pretrained.search_dirs(weights_dir)[0] / wf.filename
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gantune", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="the built-in scene dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    scenes = data_sub.add_parser("scenes", help="render procedural scenes to OUT/imgs, OUT/labels")
+    scenes.add_argument("out", type=Path)
+    scenes.add_argument("--n", type=_positive_int, default=100, help="number of scenes")
+    scenes.add_argument("--size", type=_positive_int, default=256, help="side in px, 32..512")
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.set_defaults(handler=_cmd_data_scenes)
+    preview = data_sub.add_parser("preview", help="grid of colourised labels beside images")
+    preview.add_argument("dir", type=Path)
+    preview.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
+    preview.add_argument("--max-items", type=_positive_int, default=16)
+    preview.set_defaults(handler=_cmd_data_preview)
+
+    fid = sub.add_parser("fid", help="FID between two image folders")
+    fid.add_argument("dir_a", type=Path)
+    fid.add_argument("dir_b", type=Path)
+    fid.add_argument("--batch-size", type=_positive_int, default=50)
+    fid.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda if any)")
+    fid.add_argument("--weights-dir", default=None, help="folder holding the Inception file")
+    fid.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="randomly initialised Inception, batch norm recalibrated on DIR_A; "
+        "reported as fd_random_inception, not FID",
+    )
+    fid.set_defaults(handler=_cmd_fid)
+
+    weights = sub.add_parser("weights", help="pretrained VGG16, VGG19 and Inception files")
+    weights.add_argument("action", choices=["list", "verify", "fetch"])
+    weights.add_argument("names", nargs="*", help="vgg16, vgg19, inception (default: all)")
+    weights.add_argument("--weights-dir", default=None, help="folder to use before the hub cache")
+    weights.set_defaults(handler=_cmd_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.handler(args)
+    except GantuneError as e:
+        print(f"gantune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gantune: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
