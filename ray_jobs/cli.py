@@ -98,6 +98,32 @@ def _where(name: str, weights_dir: str | None) -> tuple[str, Path]:
         return "missing", pretrained.search_dirs(weights_dir)[0] / wf.filename
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from ray_jobs import config as config_lib
+    from ray_jobs.train_local import train_local
+
+    cfg = config_lib.load(args.config, config_lib.parse_set(args.set))
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    metrics = train_local(cfg, run_dir, resume=args.resume)
+    print(f"run folder: {run_dir}")
+    for key, value in metrics.items():
+        print(f"{key}: {value:.4f}")
+    print(f"tensorboard --logdir {run_dir}")
+
+
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from ray_jobs.tune_driver import run_search
+
+    run_search(args.space, resume=args.resume)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from ray_jobs.tune_driver import run_search
+
+    space = Path(__file__).resolve().parent.parent / "tune_spaces" / "demo.yaml"
+    run_search(space, resume=args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gantune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -116,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
     preview.add_argument("--max-items", type=_positive_int, default=16)
     preview.set_defaults(handler=_cmd_data_preview)
+
+    train = sub.add_parser("train", help="one training run, no search")
+    train.add_argument("config", type=Path)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a dotted config key, e.g. loss.lambda_cx=2.0")
+    train.add_argument("--run-dir", type=Path, default=None, help="default: runs/<config name>")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/latest")
+    train.set_defaults(handler=_cmd_train)
+
+    tune = sub.add_parser("tune", help="a Ray Tune search (PBT, ASHA or random/grid)")
+    tune.add_argument("space", type=Path)
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    tune.set_defaults(handler=_cmd_tune)
+
+    demo = sub.add_parser("demo", help="PBT on the built-in scenes (tune_spaces/demo.yaml)")
+    demo.add_argument("--resume", action="store_true")
+    demo.set_defaults(handler=_cmd_demo)
 
     fid = sub.add_parser("fid", help="FID between two image folders")
     fid.add_argument("dir_a", type=Path)

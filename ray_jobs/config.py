@@ -1,0 +1,298 @@
+"""The training config: YAML -> frozen dataclasses, validated once.
+
+One section per concern (data, model, loss, optim, train, eval). An unknown key is an error
+that suggests the closest known key, a value of the wrong type or out of range is an error that
+names the key, and the resolved config is what every run folder records (`config.yaml`).
+Search spaces and `--set` address fields by dotted keys: `loss.lambda_cx`, `optim.lr_G`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gantune.errors import GantuneError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "scenes"  # scenes: built-in procedural set; folder: imgs/ + labels/ layout
+    root: str = ""  # folder source: the dataset root
+    size_px: int = 64  # training resolution
+    num_classes: int = 29  # label channels (the landscape classes by default)
+    n_train: int = 512  # scenes source: number of training scenes
+    n_eval: int = 128  # fixed evaluation set for the objective
+    flip: bool = True  # random horizontal flips of training pairs
+    seed: int = 0  # scene generator seed
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "spade"
+    ngf: int = 16  # generator width (SPADE's default is 64)
+    ndf: int = 16  # discriminator width
+    num_D: int = 2  # discriminator scales
+    n_layers_D: int = 3
+    num_upsampling_layers: str = "normal"  # normal | more | most
+    use_vae: bool = False  # style encoder + KL term
+    z_dim: int = 256
+    param_free_norm: str = "batch"  # batch | instance
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    gan_mode: str = "hinge"  # hinge | ls | original (non-saturating)
+    lambda_feat: float = 10.0  # discriminator feature matching
+    lambda_vgg: float = 10.0  # VGG19 perceptual loss
+    lambda_kld: float = 0.05  # VAE KL divergence (use_vae only)
+    lambda_cx: float = 0.0  # contextual loss
+    lambda_dists: float = 0.0  # DISTS
+    lambda_ffl: float = 0.0  # focal frequency loss
+    cx_h: float = 0.1  # contextual loss bandwidth
+    ffl_alpha: float = 1.0  # focal frequency loss spectrum weight exponent
+    random_backbones: bool = False  # VGG16/VGG19 without official weights (demo and tests)
+    weights_dir: str = ""  # folder with pretrained files, before the torch hub cache
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr_G: float = 1e-4  # TTUR: D learns faster than G, as in SPADE
+    lr_D: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    batch_size: int = 4  # per worker
+    zero_stage: int = 0  # DeepSpeed ZeRO stage: 0 or 1
+    precision: str = "fp32"  # fp32 | bf16 (GPU)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # total G+D steps
+    ema_kimg: float = 0.5  # half-life of the G_ema weights, in thousands of images
+    ema_rampup: float = 0.05  # EMA half-life ramp-up ratio (StyleGAN2-ADA); 0 disables it
+    diffaug: str = ""  # DiffAugment policy: comma list of color, translation, cutout
+    seed: int = 0
+    log_every: int = 10  # steps between scalar logs
+    image_every: int = 100  # steps between image grids
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 100  # steps between evaluations (= checkpoints = PBT reports)
+    batch_size: int = 16
+    random_weights: bool = False  # random Inception stand-in: reported as fd_random_inception
+    seed: int = 0  # fixed noise for G_ema at evaluation
+    weights_dir: str = ""
+    cache_dir: str = ""  # real-statistics cache (default ~/.cache/gantune/fid_stats)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("scenes", "folder"),
+    "model.family": ("spade",),
+    "model.num_upsampling_layers": ("normal", "more", "most"),
+    "model.param_free_norm": ("batch", "instance"),
+    "loss.gan_mode": ("hinge", "ls", "original"),
+    "optim.precision": ("fp32", "bf16"),
+}
+# ZeRO-2 breaks when D's loss backpropagates through G's graph (DeepSpeed #4923) and ZeRO-3
+# is broken in the GAN example; only the tested stages are offered.
+_ZERO_STAGES = (0, 1)
+_DIFFAUG = ("color", "translation", "cutout")
+_NONNEGATIVE_PREFIXES = ("loss.lambda_",)
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+
+
+def _coerce(where: str, key: str, value: Any, typ: Any) -> Any:
+    """Check one value against its field type; ints are accepted for floats."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - only the scalar types above are used
+        raise TypeError(f"unsupported config type {typ}")
+    raise GantuneError(
+        f"{where}: {key} must be {typ.__name__}, got {type(value).__name__} {value!r}"
+    )
+
+
+def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
+    """Build and validate a Config from nested dicts (a parsed YAML file)."""
+    if not isinstance(raw, dict):
+        raise GantuneError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = _section_types()
+    built: dict[str, Any] = {}
+    for name, section in raw.items():
+        if name not in sections:
+            raise GantuneError(f"{where}: unknown section {name!r}" + _suggest(name, list(sections)))
+        cls = sections[name]
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise GantuneError(f"{where}: section {name!r} must be a mapping")
+        hints = typing.get_type_hints(cls)
+        known = list(hints)
+        values = {}
+        for key, value in section.items():
+            if key not in hints:
+                raise GantuneError(
+                    f"{where}: unknown key {name}.{key}" + _suggest(str(key), known)
+                )
+            values[key] = _coerce(where, f"{name}.{key}", value, hints[key])
+        built[name] = cls(**values)
+    cfg = Config(**built)
+    validate(cfg, where)
+    return cfg
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Cross-field and range checks, once, before anything is built."""
+    flat = to_flat(cfg)
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise GantuneError(f"{where}: {key} must be one of {list(choices)}, got {flat[key]!r}")
+    for key, value in flat.items():
+        if key.startswith(_NONNEGATIVE_PREFIXES) and value < 0:
+            raise GantuneError(f"{where}: {key} must be >= 0, got {value}")
+    positive = ["data.size_px", "data.num_classes", "data.n_train", "data.n_eval",
+                "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "model.z_dim",
+                "optim.lr_G", "optim.lr_D", "optim.batch_size", "train.steps",
+                "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
+                "loss.cx_h"]
+    for key in positive:
+        if not flat[key] > 0:
+            raise GantuneError(f"{where}: {key} must be > 0, got {flat[key]}")
+    if not (0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
+        raise GantuneError(f"{where}: optim.beta1 and optim.beta2 must be in [0, 1)")
+    if cfg.optim.zero_stage not in _ZERO_STAGES:
+        raise GantuneError(
+            f"{where}: optim.zero_stage must be one of {list(_ZERO_STAGES)}, got "
+            f"{cfg.optim.zero_stage} (ZeRO-2/3 break GAN training: DeepSpeed issue #4923)"
+        )
+    if cfg.train.ema_kimg < 0 or cfg.train.ema_rampup < 0:
+        raise GantuneError(f"{where}: train.ema_kimg and train.ema_rampup must be >= 0")
+    policies = [p for p in cfg.train.diffaug.split(",") if p.strip()]
+    for p in policies:
+        if p.strip() not in _DIFFAUG:
+            raise GantuneError(
+                f"{where}: train.diffaug has unknown policy {p.strip()!r}; expected a comma "
+                f"list of {', '.join(_DIFFAUG)}"
+            )
+    if cfg.data.source == "folder" and not cfg.data.root:
+        raise GantuneError(f"{where}: data.root is required when data.source is 'folder'")
+    if not 32 <= cfg.data.size_px <= 512:
+        raise GantuneError(f"{where}: data.size_px must be in 32..512, got {cfg.data.size_px}")
+
+
+def to_flat(cfg: Config) -> dict[str, Any]:
+    """{"loss.lambda_cx": 1.0, ...}: the dotted keys that search spaces and --set use."""
+    return {
+        f"{section}.{key}": value
+        for section, values in dataclasses.asdict(cfg).items()
+        for key, value in values.items()
+    }
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -> Config:
+    """A copy of cfg with dotted keys replaced, validated like a file."""
+    raw = to_dict(cfg)
+    for dotted, value in values.items():
+        section, _, key = dotted.partition(".")
+        if section not in raw or not key:
+            raise GantuneError(
+                f"{where}: {dotted!r} is not a dotted config key" + _suggest(dotted, list(to_flat(cfg)))
+            )
+        if key not in raw[section]:
+            raise GantuneError(
+                f"{where}: unknown key {dotted}" + _suggest(dotted, list(to_flat(cfg)))
+            )
+        raw[section][key] = value
+    return from_dict(raw, where)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are YAML scalars (1e-4, true, hinge)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise GantuneError(f"--set {item!r}: expected key=value, e.g. loss.lambda_cx=2.0")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            values[key.strip()] = text
+    return values
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise GantuneError(f"{path}: no such file") from None
+    except OSError as e:
+        raise GantuneError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise GantuneError(f"{path}: not valid YAML{at}") from None
+
+
+def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config file, apply dotted overrides, validate."""
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    cfg = from_dict(raw, str(path))
+    return with_values(cfg, overrides, f"{path} with overrides") if overrides else cfg
+
+
+def write(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config atomically, as YAML a user can pass back to `gantune train`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)
+

@@ -1,0 +1,50 @@
+"""TensorBoard for one trial: scalars, image grids (label | real | fake) and hparams.
+
+Rank 0 writes; only summary metrics go to Tune. Keys follow `loss/G/cx`, `metric/fid`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from data.classes import colorize
+
+
+def image_grid(label_ids: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, max_rows: int = 4) -> np.ndarray:
+    """HWC uint8 grid: one row per sample, columns colourised label, real, fake."""
+    n = min(max_rows, real.shape[0])
+    rows = []
+    for i in range(n):
+        label_rgb = colorize(label_ids[i].cpu().numpy().astype(np.uint8))
+        to_uint8 = lambda t: ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # noqa: E731
+        rows.append(np.concatenate([label_rgb, to_uint8(real[i]), to_uint8(fake[i])], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+class TrialLogger:
+    def __init__(self, log_dir: Path) -> None:
+        self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def images(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> None:
+        label_ids = batch["label"].argmax(1)
+        grid = image_grid(label_ids, batch["image"], fake)
+        self.writer.add_image("images/label_real_fake", grid, step, dataformats="HWC")
+        self.writer.flush()
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        # run_name="." keeps the hparams in this trial's own event files.
+        self.writer.add_hparams(hparams, metrics, run_name=".")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

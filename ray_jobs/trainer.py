@@ -1,0 +1,368 @@
+"""The training loop: one DeepSpeed engine for G, one for D, G_ema, evaluation, checkpoints.
+
+Reads top to bottom: distributed set-up, data, networks and engines, then `train(k)` runs k
+steps of the phases (D, then G against a frozen D), `evaluate()` scores G_ema on the fixed
+evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder. The
+trial function (trial.py) and `gantune train` (cli.py) both drive this one class.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from gantune.errors import GantuneError
+from ray_jobs import config as config_lib
+from ray_jobs.config import Config
+from ray_jobs.family_spade import SpadeFamily
+from ray_jobs.logging_tb import TrialLogger
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"
+STATE_FILE = "trainer_state.pt"
+# A diverged trial reports this instead of NaN: PBT sorts NaN scores wrongly.
+DIVERGED_SCORE = 1e6
+
+
+def init_distributed() -> None:
+    """Join the process group Ray Train / torchrun set up, or make a one-process group.
+
+    A one-process group uses an in-memory store, so concurrent trials never race for a port.
+    """
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it is set
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend)
+    else:
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
+def deepspeed_config(cfg: Config, lr: float) -> dict[str, Any]:
+    o = cfg.optim
+    return {
+        "train_micro_batch_size_per_gpu": o.batch_size,
+        "gradient_accumulation_steps": 1,
+        "optimizer": {
+            "type": "Adam",
+            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": 1e-8, "weight_decay": 0.0},
+        },
+        "zero_optimization": {"stage": o.zero_stage},
+        "bf16": {"enabled": o.precision == "bf16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_datasets(cfg: Config) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """(training set, fixed evaluation set). The evaluation set never flips or crops."""
+    d = cfg.data
+    if d.source == "scenes":
+        from data.scenes import SceneDataset
+
+        train = SceneDataset(d.n_train, d.size_px, seed=d.seed, num_classes=d.num_classes, flip=d.flip)
+        # Held-out scenes: another seed, so the objective never scores the training pairs.
+        evals = SceneDataset(d.n_eval, d.size_px, seed=d.seed + 1, num_classes=d.num_classes)
+        return train, evals
+    from data.folder import FolderDataset, validate_folder
+
+    n = validate_folder(Path(d.root), d.num_classes)
+    train = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=d.flip)
+    evals_full = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=False)
+    evals = torch.utils.data.Subset(evals_full, range(min(d.n_eval, n)))
+    return train, evals
+
+
+def _infinite(loader_factory: Any, epoch0: int) -> Iterator[dict[str, torch.Tensor]]:
+    epoch = epoch0
+    while True:
+        yield from loader_factory(epoch)
+        epoch += 1
+
+
+def ema_beta(cfg: Config, batch_size: int, cur_nimg: int) -> float:
+    """StyleGAN2-ADA: half-life ema_kimg, ramped up as ema_rampup * images seen so far."""
+    ema_nimg = cfg.train.ema_kimg * 1000
+    if cfg.train.ema_rampup > 0:
+        ema_nimg = min(ema_nimg, cur_nimg * cfg.train.ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, trial_id: str = "local") -> None:
+        import deepspeed
+
+        self.cfg, self.run_dir, self.trial_id = cfg, Path(run_dir), trial_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.write(cfg, self.run_dir / "config.yaml")
+
+        # Distributed set-up.
+        init_distributed()
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self._seed_everything(cfg.train.seed + self.rank)
+
+        # Load training set.
+        self.train_set, self.eval_set = build_datasets(cfg)
+        self.step = 0
+        self.nimg = 0
+        self.lineage: list[dict[str, Any]] = []
+        self._batches = self._batch_iterator()
+
+        # Construct networks and engines.
+        self.family = SpadeFamily(cfg).to(self.device)
+        G, D = self.family.build_G(), self.family.build_D()
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(self.device)
+        self.G, _, _, _ = deepspeed.initialize(
+            model=G, model_parameters=G.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_G)
+        )
+        self.D, _, _, _ = deepspeed.initialize(
+            model=D, model_parameters=D.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_D)
+        )
+
+        # Evaluation: fixed labels, fixed noise, cached real statistics.
+        self._evaluator: Any = None
+        self.logger = TrialLogger(self.run_dir / "tb") if self.rank == 0 else None
+
+    # ----------------------------------------------------------------------------------------
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _batch_iterator(self) -> Iterator[dict[str, torch.Tensor]]:
+        def loader(epoch: int) -> DataLoader:
+            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+            sampler = None
+            if self.world > 1:
+                sampler = torch.utils.data.DistributedSampler(
+                    self.train_set, self.world, self.rank, seed=self.cfg.train.seed
+                )
+                sampler.set_epoch(epoch)
+            return DataLoader(
+                self.train_set,
+                batch_size=self.cfg.optim.batch_size,
+                shuffle=sampler is None,
+                sampler=sampler,
+                generator=g,
+                drop_last=True,
+                num_workers=self.cfg.data.num_workers,
+            )
+
+        per_epoch = max(len(self.train_set) // (self.cfg.optim.batch_size * self.world), 1)  # type: ignore[arg-type]
+        return _infinite(loader, epoch0=self.step // per_epoch)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        dtype = torch.bfloat16 if self.cfg.optim.precision == "bf16" else torch.float32
+        return {
+            k: v.to(self.device, dtype=dtype if v.is_floating_point() else v.dtype)
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+
+    def apply_hparams(self, cfg: Config) -> None:
+        """Set this trial's searched values: after a PBT exploit the donor's checkpoint brings
+        the donor's learning rates, so the trial's own mutated values are re-applied."""
+        self.cfg = cfg
+        self.family = SpadeFamily(cfg).to(self.device)
+        for engine, lr in ((self.G, cfg.optim.lr_G), (self.D, cfg.optim.lr_D)):
+            for group in engine.optimizer.param_groups:
+                group["lr"] = lr
+        config_lib.write(cfg, self.run_dir / "config.yaml")
+
+    def learning_rates(self) -> tuple[float, float]:
+        return self.G.optimizer.param_groups[0]["lr"], self.D.optimizer.param_groups[0]["lr"]
+
+    # ----------------------------------------------------------------------------------------
+    def train(self, n_steps: int, progress: Any = None) -> dict[str, float]:
+        """Run n_steps of D then G. Returns the last logged losses; `diverged` is set when a
+        loss went non-finite (the caller reports DIVERGED_SCORE and stops)."""
+        batch_size = self.cfg.optim.batch_size * self.world
+        logs: dict[str, float] = {}
+        G_module, D_module = self.G.module, self.D.module
+        for _ in range(n_steps):
+            batch = self._to_device(next(self._batches))
+
+            # Phase D: real vs detached fake.
+            loss_D, logs_D = self.family.d_loss(G_module, self.D, batch)
+            self.D.backward(loss_D)
+            self.D.step()
+
+            # Phase G: D frozen; its raw module, not the engine (ZeRO-0 refuses a backward
+            # that crosses two engines).
+            D_module.requires_grad_(False)
+            loss_G, logs_G = self.family.g_loss(self.G, D_module, batch)
+            self.G.backward(loss_G)
+            self.G.step()
+            D_module.requires_grad_(True)
+
+            # Update G_ema.
+            beta = ema_beta(self.cfg, batch_size, self.nimg)
+            with torch.no_grad():
+                for p_ema, p in zip(self.G_ema.parameters(), G_module.parameters()):
+                    p_ema.copy_(p.detach().float().lerp(p_ema, beta))
+                for b_ema, b in zip(self.G_ema.buffers(), G_module.buffers()):
+                    b_ema.copy_(b)
+            self.step += 1
+            self.nimg += batch_size
+
+            logs = {**logs_D, **logs_G, "loss/G/total": loss_G.item(), "loss/D/total": loss_D.item()}
+            if not all(math.isfinite(v) for v in logs.values()):
+                logs["diverged"] = 1.0
+                log.warning("non-finite loss at step %d: %s", self.step, logs)
+                return logs
+            if self.logger is not None:
+                if self.step % self.cfg.train.log_every == 0:
+                    lr_G, lr_D = self.learning_rates()
+                    self.logger.scalars({**logs, "lr/G": lr_G, "lr/D": lr_D, "ema/beta": beta}, self.step)
+                if self.step % self.cfg.train.image_every == 0:
+                    self.logger.images(batch, self.family.generate(self.G_ema, batch["label"].float(), None), self.step)
+            if progress is not None:
+                progress(self.step, logs)
+        return logs
+
+    # ----------------------------------------------------------------------------------------
+    def _build_evaluator(self) -> Any:
+        from metrics.fid import FidEvaluator
+
+        e, d = self.cfg.eval, self.cfg.data
+        loader = DataLoader(self.eval_set, batch_size=e.batch_size, shuffle=False)
+        labels, reals = [], []
+        for batch in loader:
+            labels.append(batch["label"])
+            reals.append(batch["image"])
+        self._eval_labels = torch.cat(labels)
+        real01 = (torch.cat(reals) + 1) / 2
+        # Everything that decides the evaluation images: the real statistics are cached on it.
+        key = json.dumps({"source": d.source, "root": str(Path(d.root).resolve()) if d.root else "",
+                          "seed": d.seed, "n_eval": d.n_eval, "size_px": d.size_px,
+                          "num_classes": d.num_classes}, sort_keys=True)
+        return FidEvaluator(
+            real01,
+            dataset_key=key,
+            random_weights=e.random_weights,
+            seed=e.seed,
+            weights_dir=e.weights_dir or None,
+            batch_size=e.batch_size,
+            device=self.device,
+            cache_dir=e.cache_dir or None,
+            progress=False,
+            real_set_name="the evaluation set",
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The objective on G_ema: fixed labels, fixed noise, cached real statistics."""
+        if self._evaluator is None:
+            self._evaluator = self._build_evaluator()
+        e = self.cfg.eval
+        noise = self.family.eval_noise(len(self._eval_labels), e.seed)
+        fakes = []
+        for i in range(0, len(self._eval_labels), e.batch_size):
+            label = self._eval_labels[i : i + e.batch_size].to(self.device)
+            z = None if noise is None else noise[i : i + e.batch_size].to(self.device)
+            fakes.append(((self.family.generate(self.G_ema, label, z).float() + 1) / 2).clamp(0, 1).cpu())
+        metrics = {k: float(v) for k, v in self._evaluator(torch.cat(fakes)).items()}
+        if self.logger is not None:
+            self.logger.scalars(metrics, self.step)
+        return metrics
+
+    @property
+    def objective_name(self) -> str:
+        from metrics.fid import metric_name
+
+        return "metric/" + metric_name(self.cfg.eval.random_weights)
+
+    # ----------------------------------------------------------------------------------------
+    def save(self, ckpt_dir: Path) -> Path:
+        """Write G, D (engines with optimizer state), G_ema, step, RNG and config into
+        ckpt_dir, atomically: a temp folder renamed into place, with a completion marker."""
+        ckpt_dir = Path(ckpt_dir)
+        ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp-"))
+        # Collective: every rank calls it.
+        self.G.save_checkpoint(str(tmp), tag="G")
+        self.D.save_checkpoint(str(tmp), tag="D")
+        if self.rank == 0:
+            state = {
+                "G_ema": self.G_ema.state_dict(),
+                "step": self.step,
+                "nimg": self.nimg,
+                "config": config_lib.to_dict(self.cfg),
+                "trial_id": self.trial_id,
+                "lineage": self.lineage,
+                "rng": {
+                    "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                },
+            }
+            torch.save(state, tmp / STATE_FILE)
+            (tmp / COMPLETE_MARKER).write_text(f"step {self.step}\n")
+            if ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            os.replace(tmp, ckpt_dir)
+        if self.world > 1:
+            dist.barrier()
+        return ckpt_dir
+
+    def load(self, ckpt_dir: Path) -> None:
+        """Restore everything save() wrote. A folder without its completion marker (a torn
+        write) or with missing parts is refused, never silently a fresh start."""
+        ckpt_dir = Path(ckpt_dir)
+        if not (ckpt_dir / COMPLETE_MARKER).is_file():
+            raise GantuneError(f"{ckpt_dir}: incomplete checkpoint (no {COMPLETE_MARKER} marker)")
+        for part in ("G", "D", STATE_FILE):
+            if not (ckpt_dir / part).exists():
+                raise GantuneError(f"{ckpt_dir}: checkpoint is missing {part}")
+        try:
+            state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise GantuneError(f"{ckpt_dir / STATE_FILE}: unreadable checkpoint state ({e})") from None
+        for engine, tag in ((self.G, "G"), (self.D, "D")):
+            path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_lr_scheduler_states=False)
+            if path is None:
+                raise GantuneError(f"{ckpt_dir}/{tag}: DeepSpeed found no checkpoint to load")
+        try:
+            self.G_ema.load_state_dict(state["G_ema"])
+        except RuntimeError as e:
+            raise GantuneError(f"{ckpt_dir}: G_ema does not match this config's model ({str(e).splitlines()[0]})") from None
+        self.step, self.nimg = int(state["step"]), int(state["nimg"])
+        self.lineage = list(state["lineage"])
+        if state["trial_id"] != self.trial_id:
+            # A PBT exploit: this trial continues from another trial's weights.
+            self.lineage.append({"step": self.step, "from_trial": state["trial_id"], "time": time.time()})
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._batches = self._batch_iterator()
+        self.apply_hparams(self.cfg)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()

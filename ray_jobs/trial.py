@@ -1,0 +1,58 @@
+"""The Tune trial: one function, one trainer, one report per evaluation.
+
+Ray Tune's PBT exploits only trials that reported a Tune checkpoint, and `perturbation_interval`
+counts reports, so every report carries the objective and a checkpoint together. After an
+exploit Tune restarts this function with the donor's checkpoint and the mutated config; the
+trainer loads the donor's state and then re-applies this trial's own values (Ray #36660).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ray_jobs import config as config_lib
+from ray_jobs.trainer import DIVERGED_SCORE, Trainer
+
+
+def searched_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's sampled values: Tune's config holds only the dotted search keys."""
+    return {k: v for k, v in config.items() if "." in k}
+
+
+def trial_fn(config: dict[str, Any], base_config: dict[str, Any]) -> None:
+    cfg = config_lib.with_values(config_lib.from_dict(base_config, "base config"), searched_values(config))
+    ctx = tune.get_context()
+    trainer = Trainer(cfg, Path(ctx.get_trial_dir()), trial_id=ctx.get_trial_id())
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            trainer.load(Path(ckpt_dir))  # re-applies cfg's lr_G, lr_D and loss weights
+    objective = trainer.objective_name
+    hp = {f"hp/{k}": v for k, v in searched_values(config).items()}
+
+    while trainer.step < cfg.train.steps:
+        logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step))
+        diverged = bool(logs.get("diverged"))
+        # Never report NaN: PBT's quantiles would sort it as a good score.
+        metrics = {objective: DIVERGED_SCORE} if diverged else trainer.evaluate()
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = trainer.save(Path(tmp) / "ckpt")
+            report = {
+                **metrics,
+                **hp,
+                "step": trainer.step,
+                "exploits": len(trainer.lineage),
+                "diverged": int(diverged),
+                **{k: v for k, v in logs.items() if k.startswith("loss/")},
+            }
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+        if trainer.logger is not None:
+            trainer.logger.hparams(trainer.family.hparams() | {"lr_G": cfg.optim.lr_G, "lr_D": cfg.optim.lr_D},
+                                   {objective: metrics[objective]})
+        if diverged:
+            break
+    trainer.close()

@@ -1,0 +1,216 @@
+"""`gantune tune SPACE.yaml`: a search space file -> ray.tune.Tuner -> summary.json.
+
+The space file names a base config, overrides, the search space over dotted keys, the
+scheduler (pbt, asha, or none for random/grid search), num_samples, resources per trial and
+the storage path. PBT minimises the objective and perturbs the searched keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gantune.errors import GantuneError
+from ray_jobs import config as config_lib
+from ray_jobs.config import Config
+
+log = logging.getLogger(__name__)
+
+_DOMAIN = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$")
+_SCHEDULERS = ("pbt", "asha", "none")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    path: Path
+    name: str
+    base: Config
+    space: dict[str, Any]  # dotted key -> tune domain
+    space_text: dict[str, str]
+    scheduler: str = "pbt"
+    perturbation_interval: int = 1  # in evaluations (= reports)
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    num_samples: int = 4
+    max_concurrent: int = 0  # 0: as many as resources allow
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    storage_path: Path = Path("runs")
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.storage_path / self.name
+
+    @property
+    def objective(self) -> str:
+        from metrics.fid import metric_name
+
+        return "metric/" + metric_name(self.base.eval.random_weights)
+
+
+def parse_domain(where: str, text: Any) -> Any:
+    """`loguniform(0.1, 20)`, `uniform(a, b)`, `randint(a, b)`, `choice([..])`, `grid([..])`."""
+    from ray import tune
+
+    if not isinstance(text, str):
+        raise GantuneError(f"{where}: expected a domain like loguniform(0.1, 20), got {text!r}")
+    m = _DOMAIN.match(text)
+    if not m:
+        raise GantuneError(f"{where}: cannot parse {text!r}; expected e.g. loguniform(0.1, 20)")
+    name, args_text = m.groups()
+    try:
+        import yaml
+
+        args = yaml.safe_load(f"[{args_text}]")
+    except Exception:
+        raise GantuneError(f"{where}: cannot parse the arguments of {text!r}") from None
+    numeric = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    if name in ("loguniform", "uniform", "randint") and (len(args) != 2 or not numeric or not args[0] < args[1]):
+        raise GantuneError(f"{where}: {name} takes two numbers low < high, got {text!r}")
+    if name == "loguniform":
+        if args[0] <= 0:
+            raise GantuneError(f"{where}: loguniform needs low > 0, got {text!r}")
+        return tune.loguniform(*args)
+    if name == "uniform":
+        return tune.uniform(*args)
+    if name == "randint":
+        return tune.randint(*args)
+    if name in ("choice", "grid"):
+        if len(args) != 1 or not isinstance(args[0], list) or not args[0]:
+            raise GantuneError(f"{where}: {name} takes one non-empty list, got {text!r}")
+        return tune.choice(args[0]) if name == "choice" else tune.grid_search(args[0])
+    raise GantuneError(f"{where}: unknown domain {name!r}; expected loguniform, uniform, randint, choice or grid")
+
+
+_SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent",
+              "resources", "storage_path"}
+_SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability"}
+
+
+def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
+    path = Path(path)
+    raw = config_lib.read_yaml(path)
+    if not isinstance(raw, dict):
+        raise GantuneError(f"{path}: expected a mapping with base, space, scheduler, ...")
+    for key in raw:
+        if key not in _SPEC_KEYS:
+            raise GantuneError(f"{path}: unknown key {key!r}" + config_lib._suggest(str(key), sorted(_SPEC_KEYS)))
+    if "base" not in raw:
+        raise GantuneError(f"{path}: missing 'base' (the base training config, relative to this file)")
+    base_path = (path.parent / str(raw["base"])).resolve()
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise GantuneError(f"{path}: overrides must map dotted keys to values")
+    base = config_lib.load(base_path, overrides)
+    flat = config_lib.to_flat(base)
+    space_raw = raw.get("space") or {}
+    if not isinstance(space_raw, dict):
+        raise GantuneError(f"{path}: space must map dotted keys to domains")
+    space = {}
+    for key, text in space_raw.items():
+        if key not in flat:
+            raise GantuneError(f"{path}: space key {key!r} is not a config key" + config_lib._suggest(str(key), list(flat)))
+        space[key] = parse_domain(f"{path}: space.{key}", text)
+    sched = raw.get("scheduler") or {"name": "none"}
+    if isinstance(sched, str):
+        sched = {"name": sched}
+    for key in sched:
+        if key not in _SCHED_KEYS:
+            raise GantuneError(f"{path}: unknown scheduler key {key!r}" + config_lib._suggest(str(key), sorted(_SCHED_KEYS)))
+    if sched.get("name", "none") not in _SCHEDULERS:
+        raise GantuneError(f"{path}: scheduler.name must be one of {list(_SCHEDULERS)}, got {sched.get('name')!r}")
+    if sched.get("name") == "pbt" and not space:
+        raise GantuneError(f"{path}: pbt needs a non-empty space to perturb")
+    resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
+    for key, value in resources.items():
+        if key not in ("cpu", "gpu") or not isinstance(value, (int, float)) or value < 0:
+            raise GantuneError(f"{path}: resources.{key} must be cpu or gpu with a number >= 0")
+    num_samples = raw.get("num_samples", 4)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise GantuneError(f"{path}: num_samples must be a positive integer, got {num_samples!r}")
+    storage = Path(str(raw.get("storage_path", "runs"))).expanduser()
+    return SearchSpec(
+        path=path,
+        name=str(raw.get("name", path.stem)),
+        base=base,
+        space=space,
+        space_text={k: str(v) for k, v in space_raw.items()},
+        scheduler=sched.get("name", "none"),
+        perturbation_interval=int(sched.get("perturbation_interval", 1)),
+        quantile_fraction=float(sched.get("quantile_fraction", 0.25)),
+        resample_probability=float(sched.get("resample_probability", 0.25)),
+        num_samples=num_samples,
+        max_concurrent=int(raw.get("max_concurrent", 0)),
+        resources={k: float(v) for k, v in resources.items()},
+        storage_path=storage.resolve(),
+    )
+
+
+def _scheduler(spec: SearchSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    if spec.scheduler == "pbt":
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=spec.perturbation_interval,
+            hyperparam_mutations=spec.space,
+            quantile_fraction=spec.quantile_fraction,
+            resample_probability=spec.resample_probability,
+        )
+    if spec.scheduler == "asha":
+        n_evals = max(spec.base.train.steps // spec.base.eval.every, 1)
+        return ASHAScheduler(time_attr="training_iteration", max_t=n_evals, grace_period=1)
+    return None
+
+
+def run_search(space_path: str | os.PathLike[str], resume: bool = False) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from ray_jobs.summary import print_summary, write_summary
+    from ray_jobs.trial import trial_fn
+
+    spec = load_spec(space_path)
+    exp_dir = spec.experiment_dir
+    if resume and not tune.Tuner.can_restore(str(exp_dir)):
+        raise GantuneError(f"{exp_dir}: no search to resume there (run without --resume to start one)")
+    if not resume and exp_dir.exists() and any(exp_dir.iterdir()):
+        raise GantuneError(f"{exp_dir}: a search already exists; pass --resume to continue it, or change name")
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base)), spec.resources
+    )
+    if resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=dict(spec.space),
+            tune_config=tune.TuneConfig(
+                metric=spec.objective,
+                mode="min",
+                scheduler=_scheduler(spec),
+                num_samples=spec.num_samples,
+                max_concurrent_trials=spec.max_concurrent or None,
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(spec.storage_path),
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=1,
+            ),
+        )
+    results = tuner.fit()
+    summary = write_summary(results, exp_dir, spec.objective, list(spec.space))
+    print_summary(summary, exp_dir)
+    return summary
+

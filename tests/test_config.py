@@ -1,0 +1,86 @@
+"""Config: YAML -> frozen dataclasses, validated once; dotted overrides; one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gantune.errors import GantuneError
+from ray_jobs import config as C
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_valid_and_frozen() -> None:
+    cfg = C.Config()
+    C.validate(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.loss.lambda_cx = 1.0  # type: ignore[misc]
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = C.load(write(tmp_path, "loss: {lambda_cx: 2, gan_mode: ls}\noptim: {lr_G: 1.0e-3}\n"))
+    assert cfg.loss.lambda_cx == 2.0 and isinstance(cfg.loss.lambda_cx, float)
+    assert cfg.loss.gan_mode == "ls" and cfg.optim.lr_G == 1e-3
+    C.write(cfg, tmp_path / "out.yaml")
+    assert C.load(tmp_path / "out.yaml") == cfg
+
+
+def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
+    with pytest.raises(GantuneError, match=r"unknown key loss\.lamda_cx; did you mean 'lambda_cx'"):
+        C.load(write(tmp_path, "loss: {lamda_cx: 1}\n"))
+    with pytest.raises(GantuneError, match="unknown section 'los'; did you mean 'loss'"):
+        C.load(write(tmp_path, "los: {lambda_cx: 1}\n"))
+    with pytest.raises(GantuneError, match="did you mean 'optim.lr_G'"):
+        C.with_values(C.Config(), {"optim.lr_g": 1e-3})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("optim: {lr_G: fast}", "optim.lr_G must be float, got str"),
+        ("optim: {zero_stage: 2}", "zero_stage must be one of \\[0, 1\\]"),
+        ("loss: {lambda_cx: -1}", "loss.lambda_cx must be >= 0"),
+        ("loss: {gan_mode: wgan}", "loss.gan_mode must be one of"),
+        ("data: {size_px: 16}", "data.size_px must be in 32..512"),
+        ("data: {source: folder}", "data.root is required"),
+        ("train: {diffaug: 'color,zoom'}", "unknown policy 'zoom'"),
+        ("model: {ngf: true}", "model.ngf must be int, got bool"),
+        ("loss: [1, 2]", "section 'loss' must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\n")
+    with pytest.raises(GantuneError, match=message) as e:
+        C.load(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(GantuneError, match="no such file"):
+        C.load(tmp_path / "missing.yaml")
+    with pytest.raises(GantuneError, match="not valid YAML at line 3"):
+        C.load(write(tmp_path, "loss:\n  lambda_cx: [1,\n"))
+
+
+def test_set_overrides_parse_yaml_scalars() -> None:
+    values = C.parse_set(["loss.lambda_cx=2.5", "train.diffaug=color", "model.use_vae=true"])
+    assert values == {"loss.lambda_cx": 2.5, "train.diffaug": "color", "model.use_vae": True}
+    cfg = C.with_values(C.Config(), values)
+    assert cfg.loss.lambda_cx == 2.5 and cfg.model.use_vae is True
+    with pytest.raises(GantuneError, match="expected key=value"):
+        C.parse_set(["loss.lambda_cx"])
+
+
+def test_flat_keys_cover_every_field() -> None:
+    flat = C.to_flat(C.Config())
+    assert "loss.lambda_cx" in flat and "optim.lr_D" in flat and "eval.random_weights" in flat
+    n_fields = sum(len(dataclasses.fields(f.type if isinstance(f.type, type) else getattr(C, f.type)))
+                   for f in dataclasses.fields(C.Config))
+    assert len(flat) == n_fields

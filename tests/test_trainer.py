@@ -1,0 +1,114 @@
+"""The DeepSpeed trainer on CPU: real engines (gloo), two ZeRO stages, EMA, checkpoints,
+re-applied hyperparameters after a load, TensorBoard files read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gantune.errors import GantuneError
+from ray_jobs import config as C
+from ray_jobs.trainer import COMPLETE_MARKER, Trainer, ema_beta
+
+
+def tiny(tmp_path: Path, **values: object) -> C.Config:
+    base = {
+        "data.size_px": 32, "data.n_train": 8, "data.n_eval": 8,
+        "model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2,
+        "loss.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_dists": 1.0,
+        "loss.lambda_ffl": 1.0, "loss.random_backbones": True,
+        "optim.batch_size": 2, "train.steps": 4, "train.log_every": 1, "train.image_every": 2,
+        "eval.every": 2, "eval.batch_size": 8, "eval.random_weights": True,
+        "eval.cache_dir": str(tmp_path / "fid_cache"),
+    }
+    return C.with_values(C.Config(), {**base, **values})
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1])
+def test_steps_change_weights_and_ema_follows(tmp_path: Path, zero_stage: int) -> None:
+    cfg = tiny(tmp_path, **{"optim.zero_stage": zero_stage, "train.diffaug": "color,translation,cutout"})
+    tr = Trainer(cfg, tmp_path / "run")
+    before = [p.detach().clone() for p in tr.G.module.parameters()]
+    logs = tr.train(2)
+    assert tr.step == 2 and tr.nimg == 4
+    assert {"loss/G/gan", "loss/G/feat", "loss/G/cx", "loss/G/dists", "loss/G/ffl", "loss/D/real", "loss/D/fake"} <= set(logs)
+    after = list(tr.G.module.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    # Ramp-up makes the EMA nearly follow G early on, but it is a different tensor set.
+    ema = dict(tr.G_ema.named_parameters())
+    assert all(torch.isfinite(p).all() for p in ema.values())
+    tr.close()
+
+
+def test_ema_beta_follows_stylegan2_ada() -> None:
+    cfg = C.with_values(C.Config(), {"train.ema_kimg": 10.0, "train.ema_rampup": 0.05})
+    assert ema_beta(cfg, 32, 0) == 0.0  # first step: G_ema = G
+    # After the ramp-up the half-life is ema_kimg: beta ** (ema_nimg / batch) = 0.5.
+    beta = ema_beta(cfg, 32, 10_000_000)
+    assert beta ** (10_000 / 32) == pytest.approx(0.5)
+    # During it the half-life is cur_nimg * ema_rampup.
+    assert ema_beta(cfg, 32, 64_000) ** (64_000 * 0.05 / 32) == pytest.approx(0.5)
+    no_ramp = C.with_values(cfg, {"train.ema_rampup": 0.0})
+    assert ema_beta(no_ramp, 32, 0) == pytest.approx(0.5 ** (32 / 10_000))
+
+
+def test_checkpoint_round_trip_and_reapplied_hparams(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, **{"optim.zero_stage": 1})
+    donor = Trainer(cfg, tmp_path / "donor", trial_id="donor")
+    donor.train(2)
+    metrics = donor.evaluate()
+    assert set(metrics) == {"metric/fd_random_inception", "metric/official_inception"}
+    assert metrics["metric/official_inception"] == 0.0
+    ckpt = donor.save(tmp_path / "ckpt")
+    assert (ckpt / COMPLETE_MARKER).is_file()
+
+    # The receiving trial has its own (mutated) learning rates and loss weights.
+    mutated = C.with_values(cfg, {"optim.lr_G": 3.3e-4, "optim.lr_D": 7.7e-4, "loss.lambda_cx": 5.0})
+    receiver = Trainer(mutated, tmp_path / "receiver", trial_id="receiver")
+    receiver.load(ckpt)
+    assert receiver.step == 2 and receiver.nimg == donor.nimg
+    for a, b in zip(receiver.G.module.state_dict().values(), donor.G.module.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(receiver.G_ema.state_dict().values(), donor.G_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    # The donor's optimizer state came with the weights, but not its learning rates.
+    assert receiver.learning_rates() == (3.3e-4, 7.7e-4)
+    assert receiver.cfg.loss.lambda_cx == 5.0
+    assert receiver.lineage and receiver.lineage[-1]["from_trial"] == "donor"
+    receiver.train(1)
+    assert receiver.step == 3
+    # Same trial reloading its own checkpoint is not an exploit.
+    again = Trainer(cfg, tmp_path / "donor", trial_id="donor")
+    again.load(ckpt)
+    assert again.lineage == []
+
+
+def test_torn_checkpoint_is_refused(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path)
+    tr = Trainer(cfg, tmp_path / "run")
+    ckpt = tr.save(tmp_path / "ckpt")
+    (ckpt / COMPLETE_MARKER).unlink()
+    with pytest.raises(GantuneError, match="incomplete checkpoint"):
+        tr.load(ckpt)
+    with pytest.raises(GantuneError, match="incomplete checkpoint"):
+        tr.load(tmp_path / "nowhere")
+
+
+def test_tensorboard_scalars_and_images_read_back(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny(tmp_path)
+    tr = Trainer(cfg, tmp_path / "run")
+    tr.train(2)
+    tr.evaluate()
+    tr.close()
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss/G/gan", "loss/D/real", "lr/G", "metric/fd_random_inception"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("loss/G/gan")] == [1, 2]
+    assert "images/label_real_fake" in tags["images"]
+    img = acc.Images("images/label_real_fake")[0]
+    assert img.width == 3 * 32 and img.height == 2 * 32  # label | real | fake, one row per sample
