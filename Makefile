@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 CPU_TORCH := torch==2.13.0 torchvision==0.28.0
 
-.PHONY: install test clean
+.PHONY: install test demo clean
 
 install: $(VENV)/.installed
 
@@ -28,3 +28,6 @@ test: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+demo: install
+	$(VENV)/bin/gantune demo

@@ -173,7 +173,10 @@ def _frechet(
 
 
 def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/gantune/fid_stats, else ~/.cache/gantune/fid_stats."""
+    """$GANTUNE_CACHE_DIR/fid_stats, else $XDG_CACHE_HOME/gantune/fid_stats, else
+    ~/.cache/gantune/fid_stats."""
+    if os.environ.get("GANTUNE_CACHE_DIR"):
+        return Path(os.environ["GANTUNE_CACHE_DIR"]) / "fid_stats"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "gantune" / "fid_stats"
 

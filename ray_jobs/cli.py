@@ -118,10 +118,21 @@ def _cmd_tune(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from ray_jobs.tune_driver import run_search
+    import time
+
+    from ray_jobs.tune_driver import load_spec, run_search
 
     space = Path(__file__).resolve().parent.parent / "tune_spaces" / "demo.yaml"
-    run_search(space, resume=args.resume)
+    storage = load_spec(space).storage_path
+    if args.resume:
+        # The newest demo that has not written its summary yet.
+        unfinished = sorted(p for p in storage.glob("demo-*") if not (p / "summary.json").exists())
+        if not unfinished:
+            raise GantuneError(f"{storage}: no unfinished demo-* search to resume")
+        name = unfinished[-1].name
+    else:
+        name = time.strftime("demo-%Y%m%d-%H%M%S")  # every demo run gets its own folder
+    run_search(space, resume=args.resume, name=name)
 
 
 def build_parser() -> argparse.ArgumentParser:

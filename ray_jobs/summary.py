@@ -1,12 +1,13 @@
 """The end of a search: summary.json in the experiment folder, a table, the best config.
 
-Per trial: sampled config, objective history, best value, steps, exploit lineage (read from the
-trial's last checkpoint, where the trainer records every donor it continued from), and the path
-of its best checkpoint.
+Per trial: sampled config, objective history, best value, steps, its PBT exploits (Ray's
+pbt_policy files), the lineage of its final weights (recorded by the trainer in every checkpoint:
+each donor it continued from), and the path of its best checkpoint.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -29,15 +30,53 @@ def _lineage(checkpoint: Any) -> list[dict[str, Any]]:
     return list(state.get("lineage", []))
 
 
-def write_summary(results: Any, exp_dir: Path, objective: str, searched: list[str]) -> dict[str, Any]:
+def _reports(trial_dir: Path) -> list[dict[str, str]]:
+    """Every report of a trial, in order, from the progress.csv Tune writes (flushed per row,
+    unlike result.json, whose last lines may still be buffered when fit() returns)."""
+    path = trial_dir / "progress.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _scalar(text: str | None) -> Any:
+    """A CSV cell back to a number where it is one (choice domains may hold strings)."""
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _exploits(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
+    """PBT's own record of this trial's exploits: pbt_policy_<trial_id>.txt, one JSON list a
+    line: [trial tag, donor tag, iteration, donor iteration, donor config, new config]."""
+    path = exp_dir / f"pbt_policy_{trial_id}.txt"
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        _, donor, iteration, donor_iteration, _, new_config = json.loads(line)
+        events.append({"iteration": iteration, "donor": donor, "donor_iteration": donor_iteration,
+                       "new_config": new_config})
+    return events
+
+
+def write_summary(
+    results: Any, exp_dir: Path, objective: str, searched: list[str], complete: bool = True
+) -> dict[str, Any]:
     trials = []
     for result in results:
-        df = result.metrics_dataframe
-        history = []
-        if df is not None and objective in df:
-            for step, value in zip(df["step"], df[objective]):
-                if value == value:  # skip NaN rows (reports without the objective)
-                    history.append({"step": int(step), "value": float(value)})
+        history = [
+            {"step": int(r["step"]), "value": float(r[objective]),
+             "config": {k: _scalar(r.get(f"hp/{k}")) for k in searched},
+             **({"restored_from": r["exploit/from_trial"], "restored_step": int(float(r["exploit/from_step"]))}
+                if r.get("exploit/from_trial") else {})}
+            for r in _reports(Path(result.path))
+            if r.get(objective) and r.get("step")
+        ]
         best_ckpt = None
         if history:
             try:
@@ -55,6 +94,7 @@ def write_summary(results: Any, exp_dir: Path, objective: str, searched: list[st
                 "best": min((h["value"] for h in history), default=None),
                 "final": history[-1]["value"] if history else None,
                 "steps": history[-1]["step"] if history else 0,
+                "exploits": _exploits(exp_dir, trial_id),
                 "lineage": _lineage(result.checkpoint),
                 "best_checkpoint": best_ckpt,
                 "error": str(result.error).splitlines()[0] if result.error else None,
@@ -66,6 +106,7 @@ def write_summary(results: Any, exp_dir: Path, objective: str, searched: list[st
         "objective": objective,
         "mode": "min",
         "objective_is_fid": objective == "metric/fid",
+        "complete": complete,  # False: interrupted, `gantune tune SPACE --resume` continues it
         "experiment_dir": str(exp_dir),
         "trials": trials,
         "best_trial": best_trial["trial_id"] if best_trial else None,
@@ -89,7 +130,7 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     for t in summary["trials"]:
         first = t["history"][0]["value"] if t["history"] else float("nan")
         rows.append([t["trial_id"], str(t["steps"]), f"{first:.4g}", f"{t['best'] if t['best'] is not None else float('nan'):.4g}",
-                     str(len(t["lineage"]))] + [f"{t['config'].get(k):.4g}" if isinstance(t["config"].get(k), float) else str(t["config"].get(k)) for k in keys])
+                     str(len(t["exploits"]))] + [f"{t['config'].get(k):.4g}" if isinstance(t["config"].get(k), float) else str(t["config"].get(k)) for k in keys])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     print()
     for r in [header] + rows:

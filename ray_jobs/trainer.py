@@ -127,7 +127,8 @@ class Trainer:
         self.train_set, self.eval_set = build_datasets(cfg)
         self.step = 0
         self.nimg = 0
-        self.lineage: list[dict[str, Any]] = []
+        self.lineage: list[dict[str, Any]] = []  # every donor the weights came through
+        self.restored_from: dict[str, Any] | None = None  # set by load() after an exploit
         self._batches = self._batch_iterator()
 
         # Construct networks and engines.
@@ -351,9 +352,11 @@ class Trainer:
             raise GantuneError(f"{ckpt_dir}: G_ema does not match this config's model ({str(e).splitlines()[0]})") from None
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
         self.lineage = list(state["lineage"])
+        self.restored_from = None
         if state["trial_id"] != self.trial_id:
             # A PBT exploit: this trial continues from another trial's weights.
-            self.lineage.append({"step": self.step, "from_trial": state["trial_id"], "time": time.time()})
+            self.restored_from = {"step": self.step, "from_trial": state["trial_id"], "time": time.time()}
+            self.lineage.append(self.restored_from)
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])

@@ -32,6 +32,14 @@ def trial_fn(config: dict[str, Any], base_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             trainer.load(Path(ckpt_dir))  # re-applies cfg's lr_G, lr_D and loss weights
     objective = trainer.objective_name
+    # The first report after an exploit says whose checkpoint, at which step, came in. Every
+    # report carries the keys: Tune's progress.csv keeps only the first report's columns.
+    no_exploit = {"exploit/from_trial": "", "exploit/from_step": -1}
+    restored = (
+        {"exploit/from_trial": trainer.restored_from["from_trial"], "exploit/from_step": trainer.restored_from["step"]}
+        if trainer.restored_from
+        else no_exploit
+    )
     hp = {f"hp/{k}": v for k, v in searched_values(config).items()}
 
     while trainer.step < cfg.train.steps:
@@ -48,7 +56,9 @@ def trial_fn(config: dict[str, Any], base_config: dict[str, Any]) -> None:
                 "exploits": len(trainer.lineage),
                 "diverged": int(diverged),
                 **{k: v for k, v in logs.items() if k.startswith("loss/")},
+                **restored,
             }
+            restored = no_exploit
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
         if trainer.logger is not None:
             trainer.logger.hparams(trainer.family.hparams() | {"lr_G": cfg.optim.lr_G, "lr_D": cfg.optim.lr_D},

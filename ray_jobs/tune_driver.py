@@ -7,6 +7,8 @@ the storage path. PBT minimises the objective and perturbs the searched keys.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import logging
 import os
 import re
@@ -64,10 +66,8 @@ def parse_domain(where: str, text: Any) -> Any:
         raise GantuneError(f"{where}: cannot parse {text!r}; expected e.g. loguniform(0.1, 20)")
     name, args_text = m.groups()
     try:
-        import yaml
-
-        args = yaml.safe_load(f"[{args_text}]")
-    except Exception:
+        args = ast.literal_eval(f"[{args_text}]")  # unlike YAML 1.1, reads 1e-5 as a number
+    except (ValueError, SyntaxError):
         raise GantuneError(f"{where}: cannot parse the arguments of {text!r}") from None
     numeric = all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
     if name in ("loguniform", "uniform", "randint") and (len(args) != 2 or not numeric or not args[0] < args[1]):
@@ -168,7 +168,7 @@ def _scheduler(spec: SearchSpec) -> Any:
     return None
 
 
-def run_search(space_path: str | os.PathLike[str], resume: bool = False) -> dict[str, Any]:
+def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: str | None = None) -> dict[str, Any]:
     import ray
     from ray import tune
 
@@ -176,6 +176,8 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False) -> dict
     from ray_jobs.trial import trial_fn
 
     spec = load_spec(space_path)
+    if name is not None:
+        spec = dataclasses.replace(spec, name=name)
     exp_dir = spec.experiment_dir
     if resume and not tune.Tuner.can_restore(str(exp_dir)):
         raise GantuneError(f"{exp_dir}: no search to resume there (run without --resume to start one)")
@@ -210,7 +212,18 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False) -> dict
             ),
         )
     results = tuner.fit()
-    summary = write_summary(results, exp_dir, spec.objective, list(spec.space))
+    # Ctrl-C (or SIGUSR1) stops Tune gracefully: fit() returns, and the stopped trials look
+    # TERMINATED. Only a trial function that returned marks its last result done. ASHA stops
+    # trials on purpose, so there a TERMINATED trial counts as finished.
+    complete = all(
+        r.error is not None or (r.metrics or {}).get("done") or spec.scheduler == "asha"
+        for r in results
+    )
+    summary = write_summary(results, exp_dir, spec.objective, list(spec.space), complete)
     print_summary(summary, exp_dir)
+    if not complete:
+        raise GantuneError(
+            f"search interrupted with trials unfinished; continue it with: gantune tune {spec.path} --resume"
+        )
     return summary
 

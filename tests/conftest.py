@@ -17,7 +17,8 @@ def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.delenv("GANTUNE_WEIGHTS_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))  # FID statistics cache
+    # Not XDG_CACHE_HOME: torch keeps DeepSpeed's compiled ops there.
+    monkeypatch.setenv("GANTUNE_CACHE_DIR", str(home / "cache"))
     torch.hub.set_dir(str(home / "hub"))
     yield
 

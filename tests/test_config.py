@@ -84,3 +84,9 @@ def test_flat_keys_cover_every_field() -> None:
     n_fields = sum(len(dataclasses.fields(f.type if isinstance(f.type, type) else getattr(C, f.type)))
                    for f in dataclasses.fields(C.Config))
     assert len(flat) == n_fields
+
+
+def test_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
+    # YAML 1.1 reads `1e-4` as a string; researchers write it that way all the time.
+    cfg = C.load(write(tmp_path, "optim: {lr_G: 1e-4}\n"), C.parse_set(["optim.lr_D=3e-4"]))
+    assert cfg.optim.lr_G == 1e-4 and cfg.optim.lr_D == 3e-4

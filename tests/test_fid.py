@@ -44,6 +44,7 @@ WEIGHTS_FILE = pretrained.WEIGHT_FILES["inception"].filename
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The statistics cache of the CLI and of default evaluators goes to this test's folder."""
+    monkeypatch.delenv("GANTUNE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
 
 

@@ -1,0 +1,150 @@
+"""The search end to end on a real one-node Ray cluster on loopback: PBT exploits with weights,
+summary.json, TensorBoard per trial, bad space files, and --resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gantune.errors import GantuneError
+
+BASE = """
+data: {size_px: 32, n_train: 8, n_eval: 8}
+model: {ngf: 4, ndf: 8, num_D: 1, n_layers_D: 2}
+loss: {lambda_vgg: 0.0, lambda_cx: 1.0, lambda_dists: 0.0, lambda_ffl: 1.0, random_backbones: true}
+optim: {batch_size: 2}
+train: {steps: 6, log_every: 1, image_every: 2}
+eval: {every: 2, batch_size: 8, random_weights: true, cache_dir: CACHE}
+"""
+
+SPACE = """
+name: NAME
+base: base.yaml
+storage_path: STORAGE
+num_samples: 2
+resources: {cpu: 1}
+scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}
+space:
+  loss.lambda_cx: loguniform(0.1, 20)
+  optim.lr_G: loguniform(1e-5, 1e-3)
+"""
+
+
+def make_space(tmp_path: Path, name: str = "t", **extra: str) -> Path:
+    (tmp_path / "base.yaml").write_text(BASE.replace("CACHE", str(tmp_path / "cache")))
+    text = SPACE.replace("NAME", name).replace("STORAGE", str(tmp_path / "runs"))
+    for key, value in extra.items():
+        text = text.replace(key, value)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def gantune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ray_jobs.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = gantune("tune", str(make_space(tmp_path)), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tensorboard --logdir" in proc.stdout and "not FID" in proc.stdout
+    exp = tmp_path / "runs" / "t"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["objective"] == "metric/fd_random_inception" and not summary["objective_is_fid"]
+    trials = summary["trials"]
+    assert len(trials) == 2
+    for t in trials:
+        assert t["history"][-1]["step"] == 6
+        assert t["best"] == min(h["value"] for h in t["history"])
+        assert Path(t["best_checkpoint"], "COMPLETE").is_file()
+        acc = EventAccumulator(str(Path(t["path"]) / "tb"), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        assert "metric/fd_random_inception" in acc.Tags()["scalars"]
+        assert acc.Tags()["images"]
+
+    # With two trials and quantile 0.5 the worse one exploits the better at a perturbation: it
+    # must then continue from the donor's weights and step (asynchronous PBT clones the donor's
+    # latest checkpoint, which may be behind), with PBT's mutated values, not the donor's.
+    exploited = [t for t in trials if t["exploits"]]
+    assert exploited, "no PBT exploit happened"
+    t = exploited[0]
+    donor = next(d for d in trials if d is not t)
+    first_after = next(h for h in t["history"] if "restored_from" in h)
+    assert first_after["restored_from"] == donor["trial_id"]
+    assert first_after["step"] == first_after["restored_step"] + 2  # the donor's step, continued
+    donor_report = next(h for h in donor["history"] if h["step"] == first_after["restored_step"])
+    assert first_after["config"] == pytest.approx(t["exploits"][0]["new_config"])
+    assert first_after["config"] != pytest.approx(donor_report["config"])
+    assert any(entry["from_trial"] == donor["trial_id"] for entry in t["lineage"])
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
+    space = make_space(tmp_path, "r")
+    exp = tmp_path / "runs" / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", "tune", str(space)], cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(exp.glob("trial_*/checkpoint_000000")):
+        time.sleep(0.5)
+    assert list(exp.glob("trial_*/checkpoint_000000")), "the search never checkpointed"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out[-2000:]
+    assert "--resume" in out
+    interrupted = json.loads((exp / "summary.json").read_text())
+    assert interrupted["complete"] is False
+
+    again = gantune("tune", str(space), cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a search
+
+    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["complete"] is True and len(summary["trials"]) == 2
+    for t in summary["trials"]:
+        steps = [h["step"] for h in t["history"]]
+        assert steps[-1] == 6
+        # Continued from its checkpoint: a trial restarted from scratch would report step 2 again
+        # (a PBT exploit clones a checkpoint at step >= 2, so its next report is >= 4).
+        assert steps.count(2) == 1, steps
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"loss.lambda_cx: loguniform(0.1, 20)": "loss.lamda_cx: loguniform(0.1, 20)"}, "did you mean 'loss.lambda_cx'"),
+        ({"loguniform(0.1, 20)": "loguniform(20, 0.1)"}, "low < high"),
+        ({"loguniform(0.1, 20)": "lognormal(0.1, 20)"}, "unknown domain 'lognormal'"),
+        ({"name: pbt": "name: hyperband"}, "scheduler.name must be one of"),
+        ({"num_samples: 2": "num_sample: 2"}, "did you mean 'num_samples'"),
+        ({"base: base.yaml": "base: nowhere.yaml"}, "nowhere.yaml: no such file"),
+    ],
+)
+def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str) -> None:
+    from ray_jobs.tune_driver import load_spec
+
+    path = make_space(tmp_path, **edit)
+    with pytest.raises(GantuneError, match=message) as e:
+        load_spec(path)
+    assert "\n" not in str(e.value)
+    proc = gantune("tune", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gantune: error:")
+
+
+def test_resume_without_a_search_is_an_error(tmp_path: Path) -> None:
+    proc = gantune("tune", str(make_space(tmp_path)), "--resume", cwd=tmp_path)
+    assert proc.returncode == 2 and "no search to resume" in proc.stderr
