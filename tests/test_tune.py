@@ -148,3 +148,16 @@ def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], 
 def test_resume_without_a_search_is_an_error(tmp_path: Path) -> None:
     proc = gantune("tune", str(make_space(tmp_path)), "--resume", cwd=tmp_path)
     assert proc.returncode == 2 and "no search to resume" in proc.stderr
+
+
+def test_demo_space_is_the_promised_search() -> None:
+    from ray_jobs.tune_driver import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "tune_spaces" / "demo.yaml")
+    assert spec.scheduler == "pbt" and spec.num_samples >= 4
+    assert set(spec.space) == {"loss.lambda_cx", "loss.lambda_dists", "loss.lambda_ffl", "optim.lr_G", "optim.lr_D"}
+    base = spec.base
+    assert base.model.family == "spade" and base.data.source == "scenes" and base.data.size_px == 64
+    assert base.train.steps // base.eval.every >= 3  # at least three evaluations per trial
+    # Random backbones are named for what they are.
+    assert base.eval.random_weights and spec.objective == "metric/fd_random_inception"
