@@ -137,14 +137,16 @@ class SpadeFamily:
         }
         if lo.lambda_feat > 0:
             terms["feat"] = (lo.lambda_feat, feature_matching_loss(pred_fake, pred_real))
+        # The image-space losses run in float32 whatever G's precision (bf16 engines).
+        fake32, real32 = fake.float(), real.float()
         if p.vgg is not None:
-            terms["vgg"] = (lo.lambda_vgg, p.vgg(fake, real))
+            terms["vgg"] = (lo.lambda_vgg, p.vgg(fake32, real32))
         if p.cx is not None:
-            terms["cx"] = (lo.lambda_cx, p.cx(fake, real))
+            terms["cx"] = (lo.lambda_cx, p.cx(fake32, real32))
         if p.dists is not None:
-            terms["dists"] = (lo.lambda_dists, p.dists(fake, real))
+            terms["dists"] = (lo.lambda_dists, p.dists(fake32, real32))
         if p.ffl is not None:
-            terms["ffl"] = (lo.lambda_ffl, p.ffl(fake, real))
+            terms["ffl"] = (lo.lambda_ffl, p.ffl(fake32, real32))
         if mu is not None and logvar is not None and lo.lambda_kld > 0:
             terms["kld"] = (lo.lambda_kld, kld_loss(mu, logvar))
         total = sum(w * t for w, t in terms.values())

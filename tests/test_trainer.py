@@ -112,3 +112,38 @@ def test_tensorboard_scalars_and_images_read_back(tmp_path: Path) -> None:
     assert "images/label_real_fake" in tags["images"]
     img = acc.Images("images/label_real_fake")[0]
     assert img.width == 3 * 32 and img.height == 2 * 32  # label | real | fake, one row per sample
+
+
+@pytest.mark.gpu
+def test_bf16_engines_on_gpu(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, **{"optim.precision": "bf16", "optim.zero_stage": 1})
+    tr = Trainer(cfg, tmp_path / "run")
+    assert tr.device.type == "cuda"
+    logs = tr.train(2)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert next(tr.G.module.parameters()).dtype == torch.bfloat16
+    assert next(tr.G_ema.parameters()).dtype == torch.float32  # the EMA keeps full precision
+    metrics = tr.evaluate()
+    assert metrics["metric/fd_random_inception"] > 0
+
+
+def test_gantune_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ray_jobs.cli import main
+
+    cfg = tiny(tmp_path, **{"train.steps": 2, "eval.every": 2})
+    C.write(cfg, tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "step 2/2" in captured.err and "fd_random_inception" in captured.out
+    assert (run / "checkpoints" / "latest" / COMPLETE_MARKER).is_file()
+    assert C.load(run / "config.yaml") == cfg
+    # A second run never overwrites the first; --resume continues it.
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(run)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(run), "--resume",
+                 "--set", "train.steps=4"]) == 0
+    assert "step 4/4" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--set", "loss.lamda_cx=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'loss.lambda_cx'" in err
