@@ -1,8 +1,8 @@
 """`gantune tune SPACE.yaml`: a search space file -> ray.tune.Tuner -> summary.json.
 
 The space file names a base config, overrides, the search space over dotted keys, the
-scheduler (pbt, asha, or none for random/grid search), num_samples, resources per trial and
-the storage path. PBT minimises the objective and perturbs the searched keys.
+scheduler (pbt, asha, or none for random/grid search), num_samples, the evaluation interval
+(`eval_every`, steps between reports), resources per trial and the storage path. PBT minimises the objective and perturbs the searched keys.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def parse_domain(where: str, text: Any) -> Any:
 
 
 _SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent",
-              "resources", "storage_path"}
+              "resources", "storage_path", "eval_every"}
 _SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability"}
 
 
@@ -106,6 +106,8 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise GantuneError(f"{path}: overrides must map dotted keys to values")
+    if "eval_every" in raw:  # steps between evaluations = checkpoints = PBT reports
+        overrides = {**overrides, "eval.every": raw["eval_every"]}
     base = config_lib.load(base_path, overrides)
     flat = config_lib.to_flat(base)
     space_raw = raw.get("space") or {}

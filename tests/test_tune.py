@@ -161,3 +161,19 @@ def test_demo_space_is_the_promised_search() -> None:
     assert base.train.steps // base.eval.every >= 3  # at least three evaluations per trial
     # Random backbones are named for what they are.
     assert base.eval.random_weights and spec.objective == "metric/fd_random_inception"
+
+
+@pytest.mark.slow
+def test_grid_search_without_scheduler(tmp_path: Path) -> None:
+    space = make_space(tmp_path, "g", **{
+        "scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}": "scheduler: none\neval_every: 3",
+        "loss.lambda_cx: loguniform(0.1, 20)": "loss.lambda_cx: grid([0.5, 2.0])",
+        "  optim.lr_G: loguniform(1e-5, 1e-3)\n": "",
+        "num_samples: 2": "num_samples: 1",
+    })
+    proc = gantune("tune", str(space), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())
+    assert sorted(t["config"]["loss.lambda_cx"] for t in summary["trials"]) == [0.5, 2.0]
+    for t in summary["trials"]:
+        assert [h["step"] for h in t["history"]] == [3, 6] and not t["exploits"]
