@@ -42,7 +42,11 @@ def trial_fn(config: dict[str, Any], base_config: dict[str, Any]) -> None:
     )
     hp = {f"hp/{k}": v for k, v in searched_values(config).items()}
 
-    while trainer.step < cfg.train.steps:
+    # A clone of a donor's final checkpoint still reports once, so the trial's result is its
+    # own score on the weights it now holds.
+    must_report = trainer.restored_from is not None
+    while trainer.step < cfg.train.steps or must_report:
+        must_report = False
         logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step))
         diverged = bool(logs.get("diverged"))
         # Never report NaN: PBT's quantiles would sort it as a good score.
