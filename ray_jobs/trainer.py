@@ -342,6 +342,18 @@ class Trainer:
             state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
         except Exception as e:
             raise GantuneError(f"{ckpt_dir / STATE_FILE}: unreadable checkpoint state ({e})") from None
+        # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
+        saved = state["config"]
+        shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes"]
+        mine = config_lib.to_flat(self.cfg)
+        theirs = {f"{sec}.{k}": v for sec, values in saved.items() for k, v in values.items()}
+        differ = [k for k in shape_keys if theirs.get(k) != mine.get(k)]
+        if differ:
+            raise GantuneError(
+                f"{ckpt_dir}: checkpoint was trained with "
+                + ", ".join(f"{k}={theirs.get(k)!r}" for k in differ)
+                + " but this config has " + ", ".join(f"{k}={mine.get(k)!r}" for k in differ)
+            )
         for engine, tag in ((self.G, "G"), (self.D, "D")):
             path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_lr_scheduler_states=False)
             if path is None:

@@ -147,3 +147,12 @@ def test_gantune_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["train", str(tmp_path / "tiny.yaml"), "--set", "loss.lamda_cx=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean 'loss.lambda_cx'" in err
+
+
+def test_checkpoint_of_another_model_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path)
+    ckpt = Trainer(cfg, tmp_path / "a").save(tmp_path / "ckpt")
+    wider = Trainer(C.with_values(cfg, {"model.ngf": 8}), tmp_path / "b")
+    with pytest.raises(GantuneError, match=r"trained with model.ngf=4 but this config has model.ngf=8") as e:
+        wider.load(ckpt)
+    assert "\n" not in str(e.value)
