@@ -13,12 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantune.errors import GantuneError
-from models.spade import CONV_NORMS, conv_norm, init_weights
-
-
-def _check_int(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GantuneError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+from models.spade import CONV_NORMS, _check_int, conv_norm, init_weights
 
 
 class NLayerDiscriminator(nn.Module):

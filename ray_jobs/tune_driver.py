@@ -187,8 +187,9 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         raise GantuneError(f"{exp_dir}: a search already exists; pass --resume to continue it, or change name")
 
     if not ray.is_initialized():
+        # A one-machine search: a local Ray cluster bound to loopback, nothing exposed.
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+                 log_to_driver=True, configure_logging=False, _node_ip_address="127.0.0.1")
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base)), spec.resources
     )
