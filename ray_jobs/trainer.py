@@ -256,9 +256,14 @@ class Trainer:
         self._eval_labels = torch.cat(labels)
         real01 = (torch.cat(reals) + 1) / 2
         # Everything that decides the evaluation images: the real statistics are cached on it.
-        key = json.dumps({"source": d.source, "root": str(Path(d.root).resolve()) if d.root else "",
-                          "seed": d.seed, "n_eval": d.n_eval, "size_px": d.size_px,
-                          "num_classes": d.num_classes}, sort_keys=True)
+        files = ""
+        if d.source == "folder":  # names, sizes and mtimes: an edited photo invalidates the cache
+            from data.folder import pair_files
+            from metrics.image_folder import files_key
+
+            files = files_key([p for pair in pair_files(Path(d.root))[: d.n_eval] for p in pair])
+        key = json.dumps({"source": d.source, "files": files, "seed": d.seed, "n_eval": d.n_eval,
+                          "size_px": d.size_px, "num_classes": d.num_classes}, sort_keys=True)
         return FidEvaluator(
             real01,
             dataset_key=key,

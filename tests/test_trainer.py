@@ -156,3 +156,24 @@ def test_checkpoint_of_another_model_is_a_one_line_error(tmp_path: Path) -> None
     with pytest.raises(GantuneError, match=r"trained with model.ngf=4 but this config has model.ngf=8") as e:
         wider.load(ckpt)
     assert "\n" not in str(e.value)
+
+
+def test_folder_dataset_source(tmp_path: Path) -> None:
+    from data.scenes import write_scene_folder
+
+    write_scene_folder(tmp_path / "scenes", n=8, size_px=48, seed=3)
+    cfg = tiny(tmp_path, **{"data.source": "folder", "data.root": str(tmp_path / "scenes")})
+    tr = Trainer(cfg, tmp_path / "run")
+    tr.train(1)
+    first = tr.evaluate()["metric/fd_random_inception"]
+    assert first > 0
+    # The real statistics are cached on the files: touching a photo invalidates them.
+    cache = Path(cfg.eval.cache_dir)
+    n_cached = len(list(cache.glob("*.npz")))
+    photo = sorted((tmp_path / "scenes" / "imgs").iterdir())[0]
+    photo.write_bytes(photo.read_bytes())
+    import os
+
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    Trainer(cfg, tmp_path / "run2").evaluate()
+    assert len(list(cache.glob("*.npz"))) == n_cached + 1
