@@ -57,7 +57,7 @@ def trial_fn(config: dict[str, Any], base_config: dict[str, Any]) -> None:
                 **metrics,
                 **hp,
                 "step": trainer.step,
-                "exploits": len(trainer.lineage),
+                "lineage_depth": len(trainer.lineage),  # donors the weights came through
                 "diverged": int(diverged),
                 **{k: v for k, v in logs.items() if k.startswith("loss/")},
                 **restored,
