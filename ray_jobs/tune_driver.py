@@ -136,6 +136,14 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
     if not isinstance(num_samples, int) or num_samples < 1:
         raise GantuneError(f"{path}: num_samples must be a positive integer, got {num_samples!r}")
     storage = Path(str(raw.get("storage_path", "runs"))).expanduser()
+
+    def number(where: str, value: Any, cast: type, low: float, high: float = float("inf")) -> Any:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        if not ok or (cast is int and value != int(value)):
+            kind = "an integer" if cast is int else "a number"
+            raise GantuneError(f"{path}: {where} must be {kind} in [{low}, {high}], got {value!r}")
+        return cast(value)
+
     return SearchSpec(
         path=path,
         name=str(raw.get("name", path.stem)),
@@ -143,11 +151,11 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         space=space,
         space_text={k: str(v) for k, v in space_raw.items()},
         scheduler=sched.get("name", "none"),
-        perturbation_interval=int(sched.get("perturbation_interval", 1)),
-        quantile_fraction=float(sched.get("quantile_fraction", 0.25)),
-        resample_probability=float(sched.get("resample_probability", 0.25)),
+        perturbation_interval=number("scheduler.perturbation_interval", sched.get("perturbation_interval", 1), int, 1),
+        quantile_fraction=number("scheduler.quantile_fraction", sched.get("quantile_fraction", 0.25), float, 0, 0.5),
+        resample_probability=number("scheduler.resample_probability", sched.get("resample_probability", 0.25), float, 0, 1),
         num_samples=num_samples,
-        max_concurrent=int(raw.get("max_concurrent", 0)),
+        max_concurrent=number("max_concurrent", raw.get("max_concurrent", 0), int, 0),
         resources={k: float(v) for k, v in resources.items()},
         storage_path=storage.resolve(),
     )
