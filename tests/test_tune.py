@@ -145,7 +145,7 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
         ({"num_samples: 2": "num_sample: 2"}, "did you mean 'num_samples'"),
         ({"base: base.yaml": "base: nowhere.yaml"}, "nowhere.yaml: no such file"),
         ({"perturbation_interval: 1": "perturbation_interval: often"}, "perturbation_interval must be an integer"),
-        ({"quantile_fraction: 0.5": "quantile_fraction: 0.9"}, r"quantile_fraction must be a float in \[0, 0.5\]"),
+        ({"quantile_fraction: 0.5": "quantile_fraction: 0.9"}, r"quantile_fraction must be a number in \[0, 0.5\]"),
     ],
 )
 def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str) -> None:
