@@ -185,8 +185,9 @@ class Trainer:
     def apply_hparams(self, cfg: Config) -> None:
         """Set this trial's searched values: after a PBT exploit the donor's checkpoint brings
         the donor's learning rates, so the trial's own mutated values are re-applied."""
+        if cfg != self.cfg:  # new loss weights: rebuild the loss modules (VGG16/VGG19) once
+            self.family = SpadeFamily(cfg).to(self.device)
         self.cfg = cfg
-        self.family = SpadeFamily(cfg).to(self.device)
         for engine, lr in ((self.G, cfg.optim.lr_G), (self.D, cfg.optim.lr_D)):
             for group in engine.optimizer.param_groups:
                 group["lr"] = lr
