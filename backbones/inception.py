@@ -10,6 +10,10 @@ Randomly initialised weights exist for tests and the offline demo only. Their fe
 to ~1e-9 (every activation shrinks layer by layer), so `recalibrate_batch_norm` re-estimates the
 batch-norm statistics on the real images before such a net is used; a distance on its features
 is reported as `fd_random_inception`, never as FID.
+
+`dims` picks the feature layer as pytorch-fid's `--dims` does: 64 (first max pool), 192 (second
+max pool), 768 (Mixed_6e) or 2048 (pool3, the standard FID), each averaged over its grid. The
+forward pass stops at that layer.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gantune.errors import GantuneError
 log = logging.getLogger(__name__)
 
 FEATURE_DIM = 2048
+DIMS = (64, 192, 768, 2048)  # pytorch-fid's InceptionV3.BLOCK_INDEX_BY_DIM
 INPUT_SIZE_PX = 299
 BN_EPS = 0.001  # TensorFlow's batch-norm epsilon, kept by the ported weights
 
@@ -167,15 +172,20 @@ class InceptionE(nn.Module):
 
 
 class FIDInception(nn.Module):
-    """Images in [0, 1], shape (N, 3, H, W), any H and W -> pool3 features (N, 2048).
+    """Images in [0, 1], shape (N, 3, H, W), any H and W -> features (N, dims); pool3 (2048)
+    is the standard FID layer.
 
     Inputs are resized to 299x299 (bilinear, align_corners=False) and mapped to [-1, 1], as
     pytorch-fid does. A GAN whose output is in [-1, 1] passes `(x + 1) / 2`.
     `official` and `weights_id` say which weights it holds; build it with `build_fid_inception`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dims: int = FEATURE_DIM) -> None:
         super().__init__()
+        if dims not in DIMS:
+            raise GantuneError(f"dims: expected one of {', '.join(map(str, DIMS))} "
+                               f"(pytorch-fid's --dims), got {dims!r}")
+        self.dims = dims
         self.official = False
         self.weights_id = "untrained"
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
@@ -204,8 +214,12 @@ class FIDInception(nn.Module):
         x = 2 * x - 1
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
+        if self.dims == 64:
+            return x.mean(dim=(2, 3))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
+        if self.dims == 192:
+            return x.mean(dim=(2, 3))
         for block in (
             self.Mixed_5b,
             self.Mixed_5c,
@@ -215,11 +229,11 @@ class FIDInception(nn.Module):
             self.Mixed_6c,
             self.Mixed_6d,
             self.Mixed_6e,
-            self.Mixed_7a,
-            self.Mixed_7b,
-            self.Mixed_7c,
         ):
             x = block(x)
+        if self.dims == 768:
+            return x.mean(dim=(2, 3))
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         return x.mean(dim=(2, 3))  # pool3: global average over the 8x8 grid
 
 
@@ -228,6 +242,7 @@ def build_fid_inception(
     random_weights: bool = False,
     seed: int = 0,
     weights_dir: str | os.PathLike[str] | None = None,
+    dims: int = FEATURE_DIM,
 ) -> FIDInception:
     """The FID Inception in eval mode, with the official weights or, only when asked, random ones.
 
@@ -237,14 +252,14 @@ def build_fid_inception(
     if random_weights:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = FIDInception()
+            net = FIDInception(dims)
         net.weights_id = f"random:seed={seed}"
         log.warning("FID Inception with RANDOM weights (seed %d): distances are not FID", seed)
         return net.eval().requires_grad_(False)
 
     path = pretrained.locate("inception", weights_dir)
     state = pretrained.load_state_dict("inception", weights_dir)
-    net = FIDInception()
+    net = FIDInception(dims)
     expected = net.state_dict().keys()
     missing = sorted(expected - state.keys())
     unexpected = sorted(state.keys() - expected)

@@ -8,6 +8,7 @@ resize, the count) and written atomically, as in NVlabs/stylegan3's metrics.
 With official weights the metric is `fid`. With randomly initialised weights (tests, offline
 demo) the batch norms are first recalibrated on the real images, and the metric is named
 `fd_random_inception`: a Frechet distance on those features, not FID, and not comparable to it.
+A feature layer other than pool3 (`dims`, as pytorch-fid's `--dims`) adds `_dims<N>` to the name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from backbones.inception import (
+    FEATURE_DIM,
     INPUT_SIZE_PX,
     batch_norms,
     build_fid_inception,
@@ -44,15 +46,18 @@ RANGE_TOLERANCE = 1e-3  # images must lie in [0, 1]; this absorbs rounding, not 
 Images = Tensor | Iterable[Tensor]  # (N, 3, H, W) in [0, 1], or batches of that
 
 
-def metric_name(random_weights: bool) -> str:
-    """`fid` for the official Inception; `fd_random_inception` for the random stand-in."""
-    return "fd_random_inception" if random_weights else "fid"
+def metric_name(random_weights: bool, dims: int = FEATURE_DIM) -> str:
+    """`fid` for the official Inception's pool3; `fd_random_inception` for the random stand-in;
+    `_dims<N>` appended for another feature layer (not comparable to pool3 values)."""
+    name = "fd_random_inception" if random_weights else "fid"
+    return name if dims == FEATURE_DIM else f"{name}_dims{dims}"
 
 
-def random_weights_note(real_set: str) -> str:
+def random_weights_note(real_set: str, dims: int = FEATURE_DIM) -> str:
     return (
-        "fd_random_inception is a Frechet distance on randomly initialised Inception features, "
-        f"batch norm recalibrated on {real_set}; it is NOT FID and not comparable to FID values."
+        f"{metric_name(True, dims)} is a Frechet distance on randomly initialised Inception "
+        f"features ({dims}-d), batch norm recalibrated on {real_set}; it is NOT FID and not "
+        "comparable to FID values."
     )
 
 
@@ -232,6 +237,7 @@ class FidEvaluator:
         *,
         dataset_key: str | None,
         random_weights: bool = False,  # random Inception + batch-norm recalibration on `real`
+        dims: int = FEATURE_DIM,  # feature layer, as pytorch-fid's --dims (2048 = pool3 = FID)
         seed: int = 0,  # seed of the random weights
         weights_dir: str | os.PathLike[str] | None = None,  # folder of the official file
         batch_size: int = 50,  # images per forward pass
@@ -260,10 +266,10 @@ class FidEvaluator:
             recalibrate = False
         else:
             self.net = build_fid_inception(
-                random_weights=random_weights, seed=seed, weights_dir=weights_dir
+                random_weights=random_weights, seed=seed, weights_dir=weights_dir, dims=dims
             )
-            self.metric, self.official = metric_name(random_weights), not random_weights
-            self.note = random_weights_note(real_set_name) if random_weights else ""
+            self.metric, self.official = metric_name(random_weights, dims), not random_weights
+            self.note = random_weights_note(real_set_name, dims) if random_weights else ""
             weights_id = self.net.weights_id
             recalibrate = random_weights
         self.metric_key = f"metric/{self.metric}"
@@ -276,6 +282,7 @@ class FidEvaluator:
             "dataset": dataset_key,
             "count": _count(real),
             "weights": weights_id,
+            "dims": getattr(self.net, "dims", None),
             "input": f"[0,1] bilinear {INPUT_SIZE_PX}px",
             "recalibration_batch": batch_size if recalibrate else None,
         }
@@ -359,6 +366,7 @@ def fid_between_folders(
     batch_size: int = 50,
     device: str | torch.device = "auto",
     random_weights: bool = False,
+    dims: int = FEATURE_DIM,
     weights_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -372,6 +380,7 @@ def fid_between_folders(
         ImageFolderBatches(files_a, batch_size),
         dataset_key=files_key(files_a),
         random_weights=random_weights,
+        dims=dims,
         seed=seed,
         weights_dir=weights_dir,
         batch_size=batch_size,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gantune.errors import GantuneError
+from ray_jobs.config import FID_DIMS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +57,7 @@ def _cmd_fid(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
         random_weights=args.random_weights,
+        dims=args.dims,
         weights_dir=args.weights_dir,
     )
     print(f"{result.metric}: {result.value:.4f}  ({result.n_a} vs {result.n_b} images)")
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--batch-size", type=_positive_int, default=50)
     fid.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda if any)")
     fid.add_argument("--weights-dir", default=None, help="folder holding the Inception file")
+    fid.add_argument("--dims", type=int, choices=FID_DIMS, default=2048,
+                     help="Inception feature layer, as pytorch-fid's --dims (default: 2048, FID)")
     fid.add_argument(
         "--random-weights",
         action="store_true",

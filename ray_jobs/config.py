@@ -90,6 +90,7 @@ class EvalConfig:
     every: int = 100  # steps between evaluations (= checkpoints = PBT reports)
     batch_size: int = 16
     random_weights: bool = False  # random Inception stand-in: reported as fd_random_inception
+    dims: int = 2048  # Inception feature layer, as pytorch-fid's --dims; 2048 (pool3) is FID
     seed: int = 0  # fixed noise for G_ema at evaluation
     weights_dir: str = ""
     cache_dir: str = ""  # real-statistics cache (default ~/.cache/gantune/fid_stats)
@@ -105,13 +106,15 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+FID_DIMS = (64, 192, 768, 2048)  # pytorch-fid's --dims (backbones.inception.DIMS), torch-free
+_CHOICES: dict[str, tuple[object, ...]] = {
     "data.source": ("scenes", "folder"),
     "model.family": ("spade",),
     "model.num_upsampling_layers": ("normal", "more", "most"),
     "model.param_free_norm": ("batch", "instance"),
     "loss.gan_mode": ("hinge", "ls", "original"),
     "optim.precision": ("fp32", "bf16"),
+    "eval.dims": FID_DIMS,
 }
 # ZeRO-2 breaks when D's loss backpropagates through G's graph (DeepSpeed #4923) and ZeRO-3
 # is broken in the GAN example; only the tested stages are offered.

@@ -269,6 +269,7 @@ class Trainer:
             real01,
             dataset_key=key,
             random_weights=e.random_weights,
+            dims=e.dims,
             seed=e.seed,
             weights_dir=e.weights_dir or None,
             batch_size=e.batch_size,
@@ -299,7 +300,7 @@ class Trainer:
     def objective_name(self) -> str:
         from metrics.fid import metric_name
 
-        return "metric/" + metric_name(self.cfg.eval.random_weights)
+        return "metric/" + metric_name(self.cfg.eval.random_weights, self.cfg.eval.dims)
 
     # ----------------------------------------------------------------------------------------
     def save(self, ckpt_dir: Path) -> Path:

@@ -52,7 +52,7 @@ class SearchSpec:
     def objective(self) -> str:
         from metrics.fid import metric_name
 
-        return "metric/" + metric_name(self.base.eval.random_weights)
+        return "metric/" + metric_name(self.base.eval.random_weights, self.base.eval.dims)
 
 
 def parse_domain(where: str, text: Any) -> Any:
