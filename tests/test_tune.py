@@ -175,7 +175,7 @@ def test_demo_space_is_the_promised_search() -> None:
     assert base.model.family == "spade" and base.data.source == "scenes" and base.data.size_px == 64
     assert base.train.steps // base.eval.every >= 3  # at least three evaluations per trial
     # Random backbones are named for what they are.
-    assert base.eval.random_weights and spec.objective == "metric/fd_random_inception"
+    assert base.eval.random_weights and spec.objective == "metric/fd_random_inception_dims192"
 
 
 @pytest.mark.slow
