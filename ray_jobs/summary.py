@@ -135,8 +135,10 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     print()
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-    if not summary["objective_is_fid"]:
+    if "random_inception" in objective:
         print(f"\nnote: {objective} is a Frechet distance on randomly initialised Inception features, not FID")
+    elif not summary["objective_is_fid"]:
+        print(f"\nnote: {objective} uses another Inception layer than pool3; not comparable to published FID")
     if summary["best_trial"]:
         print(f"\nbest trial {summary['best_trial']}: {objective} {summary['best_value']:.4g}")
         for k, v in (summary["best_config"] or {}).items():

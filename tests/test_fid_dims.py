@@ -92,3 +92,40 @@ def test_192d_stand_in_ranks_blur_of_64px_scenes() -> None:
               (other, down_up(other, 32), down_up(other, 16), down_up(other, 8), flat)]
     assert values == sorted(values), values
     assert values[1] > 1.5 * values[0], values  # 2x blur is clearly worse than real scenes
+
+
+@pytest.mark.parametrize("objective, note", [
+    ("metric/fid", None),
+    ("metric/fid_dims192", "another Inception layer than pool3"),
+    ("metric/fd_random_inception_dims192", "randomly initialised Inception features, not FID"),
+])
+def test_search_summary_names_what_the_objective_is(
+    objective: str, note: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ray_jobs.summary import print_summary
+
+    summary = {"objective": objective, "objective_is_fid": objective == "metric/fid",
+               "trials": [], "best_trial": None, "best_config": None, "best_value": None}
+    print_summary(summary, tmp_path)
+    out = capsys.readouterr().out
+    assert ("note:" in out) == (note is not None)
+    if note:
+        assert note in out
+
+
+def test_cli_fid_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from ray_jobs.cli import main
+
+    for name, start in (("a", 0), ("b", 10)):
+        (tmp_path / name).mkdir()
+        for i in range(start, start + 4):
+            Image.fromarray(render_scene(i, 32, 0)[0]).save(tmp_path / name / f"{i:04d}.png")
+    args = ["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--random-weights", "--device", "cpu"]
+    assert main(args + ["--dims", "192"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fd_random_inception_dims192: ") and "(4 vs 4 images)" in out
+    assert main(args + ["--dims", "100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dims" in err[0]
