@@ -126,6 +126,8 @@ def test_cli_fid_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(args + ["--dims", "192"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("fd_random_inception_dims192: ") and "(4 vs 4 images)" in out
-    assert main(args + ["--dims", "100"]) == 2
+    with pytest.raises(SystemExit) as exc:  # a usage mistake: argparse exits, in one line
+        main(args + ["--dims", "100"])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--dims" in err[0]
