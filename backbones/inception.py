@@ -260,19 +260,7 @@ def build_fid_inception(
     path = pretrained.locate("inception", weights_dir)
     state = pretrained.load_state_dict("inception", weights_dir)
     net = FIDInception(dims)
-    expected = net.state_dict().keys()
-    missing = sorted(expected - state.keys())
-    unexpected = sorted(state.keys() - expected)
-    if missing or unexpected:
-        raise GantuneError(
-            f"{path}: not the FID Inception state dict: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}"
-        )
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:  # same keys, wrong shapes
-        detail = " ".join(str(e).split())
-        raise GantuneError(f"{path}: not the FID Inception state dict: {detail[:300]}") from None
+    pretrained.load_strict(net, state, f"{path}: not the FID Inception state dict")
     net.official = True
     net.weights_id = f"official:sha256={pretrained.WEIGHT_FILES['inception'].sha256}"
     return net.eval().requires_grad_(False)

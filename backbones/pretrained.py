@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -130,6 +131,31 @@ def load_state_dict(
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file passed the size check but not torch
         raise GantuneError(f"{path}: cannot be read as a torch state dict ({e})") from None
+
+
+def load_strict(
+    net: torch.nn.Module, state: dict[str, torch.Tensor], what: str, prefix: str = ""
+) -> None:
+    """`net.load_state_dict(state, strict=True)`, refused in one line that starts with `what`
+    and lists the first missing and unexpected keys (written with `prefix`, as in the file)."""
+    expected, found = set(net.state_dict()), set(state)
+    if expected != found:
+        missing = [prefix + k for k in sorted(expected - found, key=_natural)]
+        unexpected = [prefix + k for k in sorted(found - expected, key=_natural)]
+        raise GantuneError(
+            f"{what}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected keys {unexpected[:3]}"
+        )
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # the right keys with the wrong shapes
+        detail = " ".join(str(e).split())
+        raise GantuneError(f"{what}: {detail[:300]}") from None
+
+
+def _natural(key: str) -> list[Any]:
+    """features.10.weight after features.9.weight."""
+    return [int(part) if part.isdigit() else part for part in key.split(".")]
 
 
 def fetch(name: str, dest_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -98,25 +98,9 @@ def vgg_features(
         return features
     state = pretrained.load_state_dict(arch, weights_dir)
     found = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-    expected = set(features.state_dict())
-    if set(found) != expected:
-        missing = [f"features.{k}" for k in sorted(expected - set(found), key=_key_order)]
-        unexpected = [f"features.{k}" for k in sorted(set(found) - expected, key=_key_order)]
-        raise GantuneError(
-            f"{arch} weights: the features.* keys differ from torchvision's {arch} "
-            f"(missing: {missing[:4]}, unexpected: {unexpected[:4]}); not an official {arch} file"
-        )
-    try:
-        features.load_state_dict(found, strict=True)
-    except RuntimeError as e:  # right keys, wrong shapes
-        first = str(e).strip().splitlines()[-1].strip()
-        raise GantuneError(f"{arch} weights: {first}") from None
+    what = f"{arch} weights: not torchvision's {arch} features.*"
+    pretrained.load_strict(features, found, what, prefix="features.")
     return features
-
-
-def _key_order(key: str) -> tuple[int, str]:
-    index, _, rest = key.partition(".")
-    return int(index), rest
 
 
 class L2Pooling(nn.Module):
