@@ -1,4 +1,7 @@
-"""FID Inception, Frechet distance, KID, statistics cache, random stand-in and `gantune fid`.
+"""FID Inception, Frechet distance, KID, the random stand-in and official weights.
+
+The statistics cache, folders and `gantune fid` have their own files (test_fid_cache.py,
+test_fid_folders.py); pytorch-fid's other feature layers are in test_fid_dims.py.
 
 References: pytorch-fid 0.3.0 (network and Frechet distance) and piq (KID), fed the same random
 weights or features. The Inception runs at 299 px (~25 images/s on 2 CPU cores), so image
@@ -9,14 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from backbones import pretrained
 from backbones.inception import (
@@ -25,7 +25,6 @@ from backbones.inception import (
     build_fid_inception,
     recalibrate_batch_norm,
 )
-from data.scenes import render_scene
 from gantune.errors import GantuneError
 from metrics.fid import (
     FidEvaluator,
@@ -36,6 +35,7 @@ from metrics.fid import (
 )
 from metrics.image_folder import ImageFolderBatches, list_images
 from metrics.kid import kernel_inception_distance, polynomial_mmd2
+from scene_images import box_blur, scenes, write_scenes
 
 CPU = torch.device("cpu")
 WEIGHTS_FILE = pretrained.WEIGHT_FILES["inception"].filename
@@ -46,23 +46,6 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The statistics cache of the CLI and of default evaluators goes to this test's folder."""
     monkeypatch.delenv("GANTUNE_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
-
-
-def scenes(start: int, n: int, size_px: int) -> torch.Tensor:
-    """Built-in scenes start..start+n-1 as (n, 3, H, W) floats in [0, 1]."""
-    imgs = [torch.from_numpy(render_scene(i, size_px, 0)[0]) for i in range(start, start + n)]
-    return torch.stack(imgs).permute(0, 3, 1, 2).float() / 255
-
-
-def write_scenes(folder: Path, start: int, n: int, size_px: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        Image.fromarray(render_scene(i, size_px, 0)[0]).save(folder / f"{i:04d}.png")
-    return folder
-
-
-def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, stride=1)
 
 
 def reference_inception(
@@ -330,74 +313,6 @@ def test_state_dict_with_missing_key_fails_strict_load(monkeypatch: pytest.Monke
     assert WEIGHTS_FILE in str(e.value) and "\n" not in str(e.value)
 
 
-# ---- Statistics cache --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def forward_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Images through FIDInception.forward, counted."""
-    seen = [0]
-    original = FIDInception.forward
-
-    def counting(self: FIDInception, x: torch.Tensor) -> torch.Tensor:
-        seen[0] += x.shape[0]
-        return original(self, x)
-
-    monkeypatch.setattr(FIDInception, "forward", counting)
-    return seen
-
-
-def test_cached_real_statistics_skip_the_network(tmp_path: Path, forward_count: list[int]) -> None:
-    real, fake = scenes(0, 6, 48), scenes(20, 5, 48)
-    kw = dict(
-        dataset_key="scenes-0-6-48px",
-        random_weights=True,
-        batch_size=3,
-        device="cpu",
-        cache_dir=tmp_path / "cache",
-        progress=False,
-    )
-    first = FidEvaluator(real, **kw)
-    assert forward_count[0] == 12  # recalibration pass + feature pass
-    result = first(fake)
-    assert set(result) == {"metric/fd_random_inception", "metric/official_inception"}
-    assert result["metric/official_inception"] is False
-
-    before = forward_count[0]
-    second = FidEvaluator(real, **kw)
-    assert forward_count[0] == before  # neither recalibration nor features ran on the real set
-    assert np.array_equal(second.mu_real.numpy(), first.mu_real.numpy())
-    assert second(fake) == result
-    files = os.listdir(tmp_path / "cache")
-    assert (
-        len(files) == 1
-        and files[0].startswith("fd_random_inception-")
-        and files[0].endswith(".npz")
-    )
-
-
-def test_cache_is_invalidated_when_a_real_file_changes(
-    tmp_path: Path, forward_count: list[int]
-) -> None:
-    a, b = write_scenes(tmp_path / "a", 0, 4, 40), write_scenes(tmp_path / "b", 30, 4, 40)
-    kw = dict(
-        batch_size=4,
-        device="cpu",
-        random_weights=True,
-        cache_dir=tmp_path / "cache",
-        progress=False,
-    )
-    first = fid_between_folders(a, b, **kw)
-    assert forward_count[0] == 4 + 4 + 4
-    assert fid_between_folders(a, b, **kw) == first
-    assert forward_count[0] == 12 + 4  # only the fakes
-    Image.fromarray(render_scene(99, 40, 0)[0]).save(a / "0000.png")
-    changed = fid_between_folders(a, b, **kw)
-    assert forward_count[0] == 16 + 12
-    assert changed.value != first.value
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # no temp files left behind
-
-
 # ---- Evaluator input checks, injected extractor ------------------------------------------------
 
 
@@ -438,79 +353,3 @@ def test_injected_extractor_and_input_checks() -> None:
         evaluator(fake[:, :1])
     with pytest.raises(GantuneError, match="not an iterator"):
         FidEvaluator(iter([real]), dataset_key=None, feature_net=net)
-
-
-# ---- Folders and the CLI ------------------------------------------------------------------------
-
-
-def test_folders_of_mixed_images_and_competition_layout(tmp_path: Path) -> None:
-    a = tmp_path / "a"
-    a.mkdir()
-    imgs = [render_scene(i, 48, 0)[0] for i in range(5)]
-    Image.fromarray(imgs[0]).convert("L").save(a / "0.png")
-    Image.fromarray(imgs[1]).convert("RGBA").save(a / "1.png")
-    Image.fromarray(imgs[2]).resize((64, 40)).save(a / "2.jpg")
-    Image.fromarray(imgs[3]).save(a / "3.JPEG")
-    Image.fromarray(imgs[4]).save(a / "4.bmp")
-    (a / "notes.txt").write_text("not an image")
-    b = write_scenes(tmp_path / "b" / "imgs", 20, 5, 48).parent  # DIR/imgs, as competitions ship
-    result = fid_between_folders(
-        a, b, batch_size=5, device="cpu", random_weights=True, progress=False
-    )
-    assert (result.metric, result.n_a, result.n_b) == ("fd_random_inception", 5, 5)
-    assert np.isfinite(result.value) and result.value > 0
-    assert "NOT FID" in result.note and str(a) in result.note
-
-
-@pytest.mark.parametrize(
-    "case, match",
-    [
-        ("missing", "no such folder"),
-        ("empty", "no images"),
-        ("one", "at least 2"),
-        ("broken", "bad.png"),
-    ],
-)
-def test_folder_errors(case: str, match: str, tmp_path: Path) -> None:
-    good = write_scenes(tmp_path / "good", 0, 2, 32)
-    bad = tmp_path / "bad_dir"
-    if case != "missing":
-        bad.mkdir()
-    if case == "one":
-        write_scenes(bad, 0, 1, 32)
-    if case == "broken":
-        write_scenes(bad, 0, 2, 32)
-        (bad / "bad.png").write_bytes(b"\x89PNG this is not a png")
-    with pytest.raises(GantuneError, match=match):
-        fid_between_folders(
-            bad, good, batch_size=4, device="cpu", random_weights=True, progress=False
-        )
-
-
-def test_cli_fid_random_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ray_jobs.cli import main
-
-    a, b = write_scenes(tmp_path / "a", 0, 4, 32), write_scenes(tmp_path / "b", 10, 4, 32)
-    assert (
-        main(["fid", str(a), str(b), "--random-weights", "--batch-size", "4", "--device", "cpu"])
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert out.startswith("fd_random_inception: ") and "(4 vs 4 images)" in out
-    assert "NOT FID" in out and "fid:" not in out.lower()
-
-
-def test_cli_fid_without_weights_and_missing_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from ray_jobs.cli import main
-
-    a, b = write_scenes(tmp_path / "a", 0, 2, 32), write_scenes(tmp_path / "b", 10, 2, 32)
-    assert main(["fid", str(a), str(b)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and WEIGHTS_FILE in lines[0] and lines[0].startswith("gantune: error:")
-    assert main(["fid", str(tmp_path / "nope"), str(b), "--random-weights"]) == 2
-    err = capsys.readouterr().err
-    assert "nope" in err and "no such folder" in err

@@ -16,17 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from backbones.inception import DIMS, FIDInception, build_fid_inception, recalibrate_batch_norm
-from data.scenes import render_scene
 from gantune.errors import GantuneError
 from metrics.fid import FidEvaluator, metric_name
 from ray_jobs import config as config_lib
+from scene_images import scenes
 
 CPU = torch.device("cpu")
-
-
-def scenes(start: int, n: int, size_px: int) -> torch.Tensor:
-    imgs = [torch.from_numpy(render_scene(i, size_px, 0)[0]) for i in range(start, start + n)]
-    return torch.stack(imgs).permute(0, 3, 1, 2).float() / 255
 
 
 def down_up(x: torch.Tensor, size_px: int) -> torch.Tensor:
@@ -111,23 +106,3 @@ def test_search_summary_names_what_the_objective_is(
     assert ("note:" in out) == (note is not None)
     if note:
         assert note in out
-
-
-def test_cli_fid_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from PIL import Image
-
-    from ray_jobs.cli import main
-
-    for name, start in (("a", 0), ("b", 10)):
-        (tmp_path / name).mkdir()
-        for i in range(start, start + 4):
-            Image.fromarray(render_scene(i, 32, 0)[0]).save(tmp_path / name / f"{i:04d}.png")
-    args = ["fid", str(tmp_path / "a"), str(tmp_path / "b"), "--random-weights", "--device", "cpu"]
-    assert main(args + ["--dims", "192"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("fd_random_inception_dims192: ") and "(4 vs 4 images)" in out
-    with pytest.raises(SystemExit) as exc:  # a usage mistake: argparse exits, in one line
-        main(args + ["--dims", "100"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--dims" in err[0]
