@@ -1,6 +1,6 @@
 """Our FID pipeline against pytorch-fid 0.3.0, side by side, on the same weights and images.
 
-    .venv/bin/python benchmarks/fid_bench.py [--n 200 --size 128 --blur 0 --repeat 1]
+    .venv/bin/python benchmarks/fid_bench.py [--n 200 --size 128 --blur 0 --repeat 1 --dims 2048]
 
 Writes N built-in scenes to folder A and N other scenes (optionally box-blurred) to folder B,
 builds random Inception weights (seed 0) with batch norms recalibrated on A so the features are
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side; the best time counts")
+    parser.add_argument("--dims", type=int, choices=[64, 192, 768, 2048], default=2048,
+                        help="Inception feature layer on both sides (pytorch-fid's --dims)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     device = resolve_device(args.device)
@@ -101,6 +103,7 @@ def main() -> None:
                 batch_size=args.batch_size,
                 device=device,
                 weights_dir=weights,
+                dims=args.dims,
                 use_cache=False,
                 progress=False,
             )
@@ -108,7 +111,7 @@ def main() -> None:
             t0 = time.perf_counter()
             theirs = float(
                 pfid.fid_score.calculate_fid_given_paths(
-                    [str(a), str(b)], args.batch_size, device, 2048, num_workers=0
+                    [str(a), str(b)], args.batch_size, device, args.dims, num_workers=0
                 )
             )
             t_theirs = min(t_theirs, time.perf_counter() - t0)
@@ -116,7 +119,7 @@ def main() -> None:
     print(
         f"{args.n} vs {args.n} scenes of {args.size} px (B blurred {args.blur} px), "
         f"batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
-        f"best of {args.repeat}; "
+        f"best of {args.repeat}, {args.dims}-d features; "
         "random Inception, batch norm recalibrated on A: NOT FID values"
     )
     print(f"ours (gantune)  {t_ours:8.2f} s   distance {ours.value:.6f}")
