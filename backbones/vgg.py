@@ -189,3 +189,21 @@ class VGGFeatures(nn.Module):
             if i in self._wanted:
                 out[self._wanted[i]] = x
         return out
+
+
+def layer_weights_for(layers: Sequence[str], layer_weights: Sequence[float]) -> list[float]:
+    """One float weight per feature layer, or a one-line error."""
+    if len(layer_weights) != len(layers):
+        raise GantuneError(
+            f"layer_weights: expected one weight per layer ({len(layers)}), "
+            f"got {len(layer_weights)}"
+        )
+    return [float(w) for w in layer_weights]
+
+
+def check_image_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    """x: RGB images (N, 3, H, W); y: the same shape (a full-reference loss compares them)."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise GantuneError(f"x: expected RGB images of shape (N, 3, H, W), got {tuple(x.shape)}")
+    if x.shape != y.shape:
+        raise GantuneError(f"y: expected the shape of x {tuple(x.shape)}, got {tuple(y.shape)}")

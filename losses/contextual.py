@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from backbones.vgg import VGGFeatures
+from backbones.vgg import VGGFeatures, layer_weights_for
 from gantune.errors import GantuneError
 
 COCOSNET_LAYERS = ("relu5_2", "relu4_2", "relu3_2")
@@ -147,11 +147,7 @@ class ContextualLoss(nn.Module):
     ) -> None:
         super().__init__()
         layers = list(layers)
-        if len(layer_weights) != len(layers):
-            raise GantuneError(
-                f"layer_weights: expected one weight per layer ({len(layers)}), "
-                f"got {len(layer_weights)}"
-            )
+        weights = layer_weights_for(layers, layer_weights)
         if len(avg_pool) != len(layers) or any(
             isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in avg_pool
         ):
@@ -161,7 +157,7 @@ class ContextualLoss(nn.Module):
             )
         _check_options(h, chunk_size, centering)  # now, not at the first training step
         self.layers = layers
-        self.layer_weights = [float(w) for w in layer_weights]
+        self.layer_weights = weights
         self.avg_pool = list(avg_pool)
         self.h = h
         self.chunk_size = chunk_size

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from backbones.vgg import VGGFeatures
+from backbones.vgg import VGGFeatures, check_image_pair
 from gantune.errors import GantuneError
 
 DISTS_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
@@ -103,10 +103,7 @@ class DISTS(nn.Module):
 
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """DISTS(x, y) per image, shape (N,), 0 for identical images; x, y in [-1, 1]."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise GantuneError(f"x: expected RGB images (N, 3, H, W), got {tuple(x.shape)}")
-        if x.shape != y.shape:
-            raise GantuneError(f"y: expected the shape of x {tuple(x.shape)}, got {tuple(y.shape)}")
+        check_image_pair(x, y)
         fx = self._features((x + 1) / 2)
         fy = self._features((y + 1) / 2)
         w_sum = self.alpha.sum() + self.beta.sum()

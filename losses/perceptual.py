@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones.vgg import VGGFeatures
-from gantune.errors import GantuneError
+from backbones.vgg import VGGFeatures, check_image_pair, layer_weights_for
 
 SPADE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 SPADE_LAYER_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
@@ -39,20 +38,15 @@ class VGGLoss(nn.Module):
         weights_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        if len(layer_weights) != len(layers):
-            raise GantuneError(
-                f"layer_weights: expected one weight per layer ({len(layers)}), "
-                f"got {len(layer_weights)}"
-            )
+        self.layer_weights = layer_weights_for(layers, layer_weights)
         self.layers = list(layers)
-        self.layer_weights = [float(w) for w in layer_weights]
         self.vgg = VGGFeatures(
             "vgg19", self.layers, random_weights=random_weights, seed=seed, weights_dir=weights_dir
         )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: generated images, y: targets; both (N, 3, H, W) in [-1, 1]."""
-        _check_pair(x, y)
+        check_image_pair(x, y)
         fx = self.vgg(x)
         with torch.no_grad():  # SPADE detaches the target features; no graph needed for them
             fy = self.vgg(y)
@@ -61,9 +55,3 @@ class VGGLoss(nn.Module):
             loss = loss + w * F.l1_loss(fx[layer], fy[layer])
         return loss
 
-
-def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise GantuneError(f"x: expected RGB images of shape (N, 3, H, W), got {tuple(x.shape)}")
-    if x.shape != y.shape:
-        raise GantuneError(f"y: expected the shape of x {tuple(x.shape)}, got {tuple(y.shape)}")
