@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_tune(args: argparse.Namespace) -> None:
     from ray_jobs.tune_driver import run_search
 
-    run_search(args.space, resume=args.resume)
+    run_search(args.space, resume=args.resume, smoke=args.smoke)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -135,6 +135,45 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     else:
         name = time.strftime("demo-%Y%m%d-%H%M%S")  # every demo run gets its own folder
     run_search(space, resume=args.resume, name=name)
+
+
+def _cmd_slurm(args: argparse.Namespace) -> None:
+    from slurm import submit
+
+    if args.target in ("status", "cancel"):
+        if args.run is None:
+            raise GantuneError(f"gantune slurm {args.target} needs RUN: the job folder gantune slurm printed")
+        print(submit.status(args.run) if args.target == "status" else submit.cancel(args.run))
+        return
+    if args.run is not None:
+        raise GantuneError(f"gantune slurm {args.target}: unexpected {args.run!r} (status and cancel take RUN)")
+    space = Path(args.target)
+    if not space.is_file():
+        raise GantuneError(f"{space}: no such space file (or use gantune slurm status|cancel RUN)")
+    for flag, value in (("--partition", args.partition), ("--time", args.time)):
+        if value is None:
+            raise GantuneError(f"gantune slurm {space}: {flag} is required")
+    cpus = args.cpus_per_node if args.cpus_per_node is not None else submit.partition_cpus(args.partition)
+    req = submit.SlurmRequest(
+        space=space, nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=cpus,
+        partition=args.partition, time_min=args.time, account=args.account, qos=args.qos,
+        constraint=args.constraint, mem=args.mem, workers_per_trial=args.workers_per_trial,
+        smoke=args.smoke, name=args.name,
+    )
+    if args.dry_run:
+        print(submit.dry_run(req))
+        return
+    print(submit.describe(submit.submit(req)))
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,11 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="a Ray Tune search (PBT, ASHA or random/grid)")
     tune.add_argument("space", type=Path)
     tune.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    tune.add_argument("--smoke", action="store_true",
+                      help="2 trials, 2 evaluations of a few steps, smallest width: a first try")
     tune.set_defaults(handler=_cmd_tune)
 
     demo = sub.add_parser("demo", help="PBT on the built-in scenes (tune_spaces/demo.yaml)")
     demo.add_argument("--resume", action="store_true")
     demo.set_defaults(handler=_cmd_demo)
+
+    slurm = sub.add_parser(
+        "slurm", help="the search as one SLURM job over N nodes (submitit + Ray); status|cancel RUN",
+        description="gantune slurm SPACE.yaml --partition P --time MIN [...] submits; "
+        "gantune slurm status RUN / gantune slurm cancel RUN follow or end it.")
+    slurm.add_argument("target", metavar="SPACE.yaml|status|cancel")
+    slurm.add_argument("run", nargs="?", type=Path, default=None, metavar="RUN",
+                       help="for status/cancel: the job folder (<name>.slurm) or the experiment folder")
+    slurm.add_argument("--nodes", type=_positive_int, default=1)
+    slurm.add_argument("--gpus-per-node", type=_non_negative_int, default=0)
+    slurm.add_argument("--cpus-per-node", type=_positive_int, default=None,
+                       help="default: the CPUs of the partition's smallest node")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--time", type=_positive_int, default=None, help="time limit in minutes")
+    slurm.add_argument("--account", default=None)
+    slurm.add_argument("--qos", default=None)
+    slurm.add_argument("--constraint", default=None)
+    slurm.add_argument("--mem", default=None, help="memory per node, as sbatch --mem (e.g. 64G)")
+    slurm.add_argument("--workers-per-trial", type=_positive_int, default=None,
+                       help="Ray Train workers per trial: one GPU each, or one node each without GPUs")
+    slurm.add_argument("--smoke", action="store_true", help="2 trials, a few steps: check the set-up")
+    slurm.add_argument("--dry-run", action="store_true", help="print the sbatch script and Ray commands")
+    slurm.add_argument("--name", default=None,
+                       help="experiment name (default: the space's name + time); an existing one resumes")
+    slurm.set_defaults(handler=_cmd_slurm)
 
     fid = sub.add_parser("fid", help="FID between two image folders")
     fid.add_argument("dir_a", type=Path)
