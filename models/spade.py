@@ -100,8 +100,8 @@ class SPADE(nn.Module):
         _check_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:  # even kernels would shift the map by half a pixel
             raise GantuneError(f"kernel_size: expected an odd integer >= 1, got {kernel_size!r}")
-        # "batch" is the reference's syncbatch; multi-GPU runs convert it with
-        # torch.nn.SyncBatchNorm.convert_sync_batchnorm.
+        # "batch" is the reference's syncbatch; the trainer converts it with
+        # models.sync_batchnorm.convert_sync_batchnorm when a trial has several workers.
         if param_free_norm == "batch":
             self.param_free_norm: nn.Module = nn.BatchNorm2d(norm_nc, affine=False)
         else:

@@ -69,7 +69,8 @@ class OptimConfig:
     lr_D: float = 4e-4
     beta1: float = 0.0
     beta2: float = 0.9
-    batch_size: int = 4  # per worker
+    adam_eps: float = 1e-8  # Adam's epsilon
+    batch_size: int = 4  # global batch, split evenly among a trial's workers
     zero_stage: int = 0  # DeepSpeed ZeRO stage: 0 or 1
     precision: str = "fp32"  # fp32 | bf16 (GPU)
 
@@ -198,7 +199,7 @@ def validate(cfg: Config, where: str = "config") -> None:
             raise GantuneError(f"{where}: {key} must be >= 0, got {value}")
     positive = ["data.size_px", "data.num_classes", "data.n_train", "data.n_eval",
                 "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "model.z_dim",
-                "optim.lr_G", "optim.lr_D", "optim.batch_size", "train.steps",
+                "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
                 "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
                 "loss.cx_h"]
     for key in positive:

@@ -23,6 +23,9 @@ from ray_jobs.diffaugment import diff_augment
 
 Batch = dict[str, torch.Tensor]
 
+# `--smoke`: the smallest SPADE that still has every part (one D scale of two layers).
+SMOKE_OVERRIDES = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
+
 
 class SpadeG(nn.Module):
     """The generator side that G's optimizer steps: SPADE generator plus, with use_vae, its

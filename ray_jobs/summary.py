@@ -2,7 +2,7 @@
 
 Per trial: sampled config, objective history, best value, steps, its PBT exploits (Ray's
 pbt_policy files), the lineage of its final weights (recorded by the trainer in every checkpoint:
-each donor it continued from), and the path of its best checkpoint.
+each donor it continued from), the hosts its workers ran on, and the path of its best checkpoint.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ray_jobs.trainer import STATE_FILE
+from gantune.errors import GantuneError
+from ray_jobs.trainer import checkpoint_meta
 
 
 def _lineage(checkpoint: Any) -> list[dict[str, Any]]:
     if checkpoint is None:
         return []
-    state_path = Path(checkpoint.path) / STATE_FILE
-    if not state_path.is_file():
+    try:
+        return list(checkpoint_meta(Path(checkpoint.path)).get("lineage", []))
+    except GantuneError:
         return []
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    return list(state.get("lineage", []))
 
 
 def _reports(trial_dir: Path) -> list[dict[str, str]]:
@@ -69,12 +67,13 @@ def write_summary(
 ) -> dict[str, Any]:
     trials = []
     for result in results:
+        reports = _reports(Path(result.path))
         history = [
             {"step": int(r["step"]), "value": float(r[objective]),
              "config": {k: _scalar(r.get(f"hp/{k}")) for k in searched},
              **({"restored_from": r["exploit/from_trial"], "restored_step": int(float(r["exploit/from_step"]))}
                 if r.get("exploit/from_trial") else {})}
-            for r in _reports(Path(result.path))
+            for r in reports
             if r.get(objective) and r.get("step")
         ]
         best_ckpt = None
@@ -88,6 +87,8 @@ def write_summary(
         trials.append(
             {
                 "trial_id": trial_id,
+                # Every host a worker of this trial ran on, over all its reports.
+                "hosts": sorted({h for r in reports for h in (r.get("hosts") or "").split(",") if h}),
                 "path": result.path,
                 "config": {k: result.config.get(k) for k in searched},
                 "history": history,

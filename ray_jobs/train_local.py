@@ -46,9 +46,6 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
         sys.stderr.write(f"\nstep {trainer.step}: {trainer.objective_name.removeprefix('metric/')} "
                          f"{metrics[trainer.objective_name]:.4f}  checkpoint {ckpt}\n")
     if trainer.logger is not None and metrics:
-        trainer.logger.hparams(
-            trainer.family.hparams() | {"lr_G": cfg.optim.lr_G, "lr_D": cfg.optim.lr_D},
-            {trainer.objective_name: metrics[trainer.objective_name]},
-        )
+        trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: metrics[trainer.objective_name]})
     trainer.close()
     return metrics

@@ -3,7 +3,15 @@
 Reads top to bottom: distributed set-up, data, networks and engines, then `train(k)` runs k
 steps of the phases (D, then G against a frozen D), `evaluate()` scores G_ema on the fixed
 evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder. The
-trial function (trial.py) and `gantune train` (cli.py) both drive this one class.
+trial function (trial.py), a multi-worker segment (segment.py) and `gantune train` (cli.py) all
+drive this one class.
+
+At N ranks it is the same program: `optim.batch_size` is the global batch, split evenly, and the
+global batches do not depend on N; batch norms are synchronised; every rank starts from rank 0's
+weights and buffers; a non-finite loss on any rank stops every rank; all ranks save into one
+checkpoint folder. Evaluation runs on rank 0 while the others wait for its result: the
+evaluation set is small next to training, the objective is then bit-identical at every world
+size, and only one rank holds the Inception network and the real statistics.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +31,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from gantune.errors import GantuneError
+from models.sync_batchnorm import convert_sync_batchnorm
 from ray_jobs import config as config_lib
+from ray_jobs import distributed as ddp
 from ray_jobs.config import Config
 from ray_jobs.family_spade import SpadeFamily
 from ray_jobs.logging_tb import TrialLogger
@@ -40,33 +49,17 @@ STATE_FILE = "trainer_state.pt"
 DIVERGED_SCORE = 1e6
 
 
-def init_distributed() -> None:
-    """Join the process group Ray Train / torchrun set up, or make a one-process group.
-
-    A one-process group uses an in-memory store, so concurrent trials never race for a port.
-    """
-    if dist.is_initialized():
-        return
-    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it is set
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ:
-        dist.init_process_group(backend)
-    else:
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-
-
-def deepspeed_config(cfg: Config, lr: float) -> dict[str, Any]:
+def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
     o = cfg.optim
     return {
-        "train_micro_batch_size_per_gpu": o.batch_size,
+        "train_micro_batch_size_per_gpu": ddp.per_worker_batch(o.batch_size, world),
         "gradient_accumulation_steps": 1,
         "optimizer": {
             "type": "Adam",
-            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": 1e-8, "weight_decay": 0.0},
+            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": o.adam_eps, "weight_decay": 0.0},
         },
-        "zero_optimization": {"stage": o.zero_stage},
+        # Elastic: ZeRO-1/2 optimizer partitions reload at another number of workers.
+        "zero_optimization": {"stage": o.zero_stage, "elastic_checkpoint": o.zero_stage > 0},
         "bf16": {"enabled": o.precision == "bf16"},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -92,11 +85,11 @@ def build_datasets(cfg: Config) -> tuple[torch.utils.data.Dataset, torch.utils.d
     return train, evals
 
 
-def _infinite(loader_factory: Any, epoch0: int) -> Iterator[dict[str, torch.Tensor]]:
+def _infinite(loader_factory: Any, epoch0: int, start: int) -> Iterator[dict[str, torch.Tensor]]:
     epoch = epoch0
     while True:
-        yield from loader_factory(epoch)
-        epoch += 1
+        yield from loader_factory(epoch, start)
+        epoch, start = epoch + 1, 0
 
 
 def ema_beta(cfg: Config, batch_size: int, cur_nimg: int) -> float:
@@ -116,12 +109,13 @@ class Trainer:
         config_lib.write(cfg, self.run_dir / "config.yaml")
 
         # Distributed set-up.
-        init_distributed()
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        ddp.init_distributed()
+        self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        ddp.per_worker_batch(cfg.optim.batch_size, self.world)  # a batch that does not divide fails here
         self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self._seed_everything(cfg.train.seed + self.rank)
+        self.hosts = sorted(set(ddp.all_gather_object(socket.gethostname())))
 
         # Load training set.
         self.train_set, self.eval_set = build_datasets(cfg)
@@ -131,16 +125,25 @@ class Trainer:
         self.restored_from: dict[str, Any] | None = None  # set by load() after an exploit
         self._batches = self._batch_iterator()
 
-        # Construct networks and engines.
+        # Construct networks and engines. One seed on every rank, then rank 0's parameters
+        # (the engines broadcast them) and buffers (broadcast here) everywhere; G_ema is copied
+        # from those.
+        self._seed_everything(cfg.train.seed)
         self.family = SpadeFamily(cfg).to(self.device)
         G, D = self.family.build_G(), self.family.build_D()
+        if self.world > 1:
+            G, D = convert_sync_batchnorm(G), convert_sync_batchnorm(D)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(self.device)
         self.G, _, _, _ = deepspeed.initialize(
-            model=G, model_parameters=G.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_G)
+            model=G, model_parameters=G.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_G, self.world)
         )
         self.D, _, _, _ = deepspeed.initialize(
-            model=D, model_parameters=D.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_D)
+            model=D, model_parameters=D.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_D, self.world)
         )
+        for engine in (self.G, self.D):
+            ddp.broadcast_buffers(engine.module)
+        self.G_ema.load_state_dict({k: v.float() for k, v in self.G.module.state_dict().items()})
+        self._seed_everything(cfg.train.seed + self.rank)  # per-rank noise and augmentation
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
         self._evaluator: Any = None
@@ -153,26 +156,18 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _batch_iterator(self) -> Iterator[dict[str, torch.Tensor]]:
-        def loader(epoch: int) -> DataLoader:
-            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
-            sampler = None
-            if self.world > 1:
-                sampler = torch.utils.data.DistributedSampler(
-                    self.train_set, self.world, self.rank, seed=self.cfg.train.seed
-                )
-                sampler.set_epoch(epoch)
-            return DataLoader(
-                self.train_set,
-                batch_size=self.cfg.optim.batch_size,
-                shuffle=sampler is None,
-                sampler=sampler,
-                generator=g,
-                drop_last=True,
-                num_workers=self.cfg.data.num_workers,
-            )
+        """This rank's share of the global batches, from the current step on."""
+        n, global_batch = len(self.train_set), self.cfg.optim.batch_size  # type: ignore[arg-type]
+        if n < global_batch:
+            raise GantuneError(f"the training set has {n} images, fewer than optim.batch_size={global_batch}")
 
-        per_epoch = max(len(self.train_set) // (self.cfg.optim.batch_size * self.world), 1)  # type: ignore[arg-type]
-        return _infinite(loader, epoch0=self.step // per_epoch)
+        def loader(epoch: int, start: int) -> DataLoader:
+            sampler = ddp.ShardedBatchSampler(n, global_batch, self.rank, self.world,
+                                              seed=self.cfg.train.seed, epoch=epoch, start=start)
+            return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.cfg.data.num_workers)
+
+        per_epoch = n // global_batch
+        return _infinite(loader, epoch0=self.step // per_epoch, start=self.step % per_epoch)
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dtype = torch.bfloat16 if self.cfg.optim.precision == "bf16" else torch.float32
@@ -193,6 +188,10 @@ class Trainer:
                 group["lr"] = lr
         config_lib.write(cfg, self.run_dir / "config.yaml")
 
+    def hparams(self) -> dict[str, Any]:
+        """What TensorBoard's hparams view shows for this run."""
+        return self.family.hparams() | {"lr_G": self.cfg.optim.lr_G, "lr_D": self.cfg.optim.lr_D}
+
     def learning_rates(self) -> tuple[float, float]:
         return self.G.optimizer.param_groups[0]["lr"], self.D.optimizer.param_groups[0]["lr"]
 
@@ -200,7 +199,7 @@ class Trainer:
     def train(self, n_steps: int, progress: Any = None) -> dict[str, float]:
         """Run n_steps of D then G. Returns the last logged losses; `diverged` is set when a
         loss went non-finite (the caller reports DIVERGED_SCORE and stops)."""
-        batch_size = self.cfg.optim.batch_size * self.world
+        batch_size = self.cfg.optim.batch_size  # global
         logs: dict[str, float] = {}
         G_module, D_module = self.G.module, self.D.module
         for _ in range(n_steps):
@@ -230,7 +229,7 @@ class Trainer:
             self.nimg += batch_size
 
             logs = {**logs_D, **logs_G, "loss/G/total": loss_G.item(), "loss/D/total": loss_D.item()}
-            if not all(math.isfinite(v) for v in logs.values()):
+            if ddp.any_rank(not all(math.isfinite(v) for v in logs.values())):
                 logs["diverged"] = 1.0
                 log.warning("non-finite loss at step %d: %s", self.step, logs)
                 return logs
@@ -281,7 +280,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The objective on G_ema: fixed labels, fixed noise, cached real statistics."""
+        """The objective on G_ema: fixed labels, fixed noise, cached real statistics. Rank 0
+        scores; every rank returns its result."""
+        if self.rank != 0:
+            return ddp.broadcast_object(None)
         if self._evaluator is None:
             self._evaluator = self._build_evaluator()
         e = self.cfg.eval
@@ -294,7 +296,7 @@ class Trainer:
         metrics = {k: float(v) for k, v in self._evaluator(torch.cat(fakes)).items()}
         if self.logger is not None:
             self.logger.scalars(metrics, self.step)
-        return metrics
+        return ddp.broadcast_object(metrics)
 
     @property
     def objective_name(self) -> str:
@@ -305,13 +307,26 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     def save(self, ckpt_dir: Path) -> Path:
         """Write G, D (engines with optimizer state), G_ema, step, RNG and config into
-        ckpt_dir, atomically: a temp folder renamed into place, with a completion marker."""
+        ckpt_dir, atomically: a temp folder renamed into place, with a completion marker.
+
+        Collective: every rank calls it with the same ckpt_dir (on a filesystem all ranks see).
+        Rank 0 names the temp folder, every engine saves its part into it, and the marker is
+        written only after a barrier, once every rank's part is on disk."""
         ckpt_dir = Path(ckpt_dir)
-        ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp-"))
-        # Collective: every rank calls it.
+        tmp = None
+        if self.rank == 0:
+            ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp-"))
+        tmp = ddp.broadcast_object(tmp)
         self.G.save_checkpoint(str(tmp), tag="G")
         self.D.save_checkpoint(str(tmp), tag="D")
+        rngs = ddp.all_gather_object({  # each rank's own stream of noise and augmentation
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        })
+        ddp.barrier()
         if self.rank == 0:
             state = {
                 "G_ema": self.G_ema.state_dict(),
@@ -320,20 +335,16 @@ class Trainer:
                 "config": config_lib.to_dict(self.cfg),
                 "trial_id": self.trial_id,
                 "lineage": self.lineage,
-                "rng": {
-                    "python": random.getstate(),
-                    "numpy": np.random.get_state(),
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                },
+                "rng": rngs,  # one per rank
             }
             torch.save(state, tmp / STATE_FILE)
-            (tmp / COMPLETE_MARKER).write_text(f"step {self.step}\n")
+            # Written last; what it says is what callers read without loading the weights.
+            meta = {"step": self.step, "trial_id": self.trial_id, "lineage": self.lineage, "world": self.world}
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(meta) + "\n")
             if ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)
             os.replace(tmp, ckpt_dir)
-        if self.world > 1:
-            dist.barrier()
+        ddp.barrier()
         return ckpt_dir
 
     def load(self, ckpt_dir: Path) -> None:
@@ -376,15 +387,27 @@ class Trainer:
             # A PBT exploit: this trial continues from another trial's weights.
             self.restored_from = {"step": self.step, "from_trial": state["trial_id"], "time": time.time()}
             self.lineage.append(self.restored_from)
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        rngs = state["rng"]
+        if len(rngs) == self.world:  # the same ranks: each continues its own stream
+            rng = rngs[self.rank]
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        else:  # another world size: fresh per-rank streams, still a function of seed and step
+            self._seed_everything(self.cfg.train.seed + self.rank + 7919 * self.step)
         self._batches = self._batch_iterator()
         self.apply_hparams(self.cfg)
 
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()
+
+
+def checkpoint_meta(ckpt_dir: Path) -> dict[str, Any]:
+    """step, trial_id, lineage and world size of a complete checkpoint, from its marker."""
+    marker = Path(ckpt_dir) / COMPLETE_MARKER
+    if not marker.is_file():
+        raise GantuneError(f"{ckpt_dir}: incomplete checkpoint (no {COMPLETE_MARKER} marker)")
+    return dict(json.loads(marker.read_text()))

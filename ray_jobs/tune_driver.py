@@ -2,7 +2,9 @@
 
 The space file names a base config, overrides, the search space over dotted keys, the
 scheduler (pbt, asha, or none for random/grid search), num_samples, the evaluation interval
-(`eval_every`, steps between reports), resources per trial and the storage path. PBT minimises the objective and perturbs the searched keys.
+(`eval_every`, steps between reports), resources per trial (`workers_per_trial`,
+`cpus_per_worker`, `gpus_per_worker`, `placement`) and the storage path. PBT minimises the
+objective and perturbs the searched keys. `--smoke` shrinks any search to a first try.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from gantune.errors import GantuneError
 from ray_jobs import config as config_lib
 from ray_jobs.config import Config
+from ray_jobs.segment import PLACEMENTS, TrialResources
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class SearchSpec:
     resample_probability: float = 0.25
     num_samples: int = 4
     max_concurrent: int = 0  # 0: as many as resources allow
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    resources: TrialResources = field(default_factory=TrialResources)
     storage_path: Path = Path("runs")
 
     @property
@@ -128,10 +131,7 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         raise GantuneError(f"{path}: scheduler.name must be one of {list(_SCHEDULERS)}, got {sched.get('name')!r}")
     if sched.get("name") == "pbt" and not space:
         raise GantuneError(f"{path}: pbt needs a non-empty space to perturb")
-    resources = {"cpu": 1.0, "gpu": 0.0, **(raw.get("resources") or {})}
-    for key, value in resources.items():
-        if key not in ("cpu", "gpu") or not isinstance(value, (int, float)) or value < 0:
-            raise GantuneError(f"{path}: resources.{key} must be cpu or gpu with a number >= 0")
+    resources = parse_resources(path, raw.get("resources") or {})
     num_samples = raw.get("num_samples", 4)
     if not isinstance(num_samples, int) or num_samples < 1:
         raise GantuneError(f"{path}: num_samples must be a positive integer, got {num_samples!r}")
@@ -156,9 +156,57 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         resample_probability=number("scheduler.resample_probability", sched.get("resample_probability", 0.25), float, 0, 1),
         num_samples=num_samples,
         max_concurrent=number("max_concurrent", raw.get("max_concurrent", 0), int, 0),
-        resources={k: float(v) for k, v in resources.items()},
+        resources=resources,
         storage_path=storage.resolve(),
     )
+
+
+def parse_resources(where: Any, raw: Any, base: TrialResources = TrialResources()) -> TrialResources:
+    """The `resources` mapping of a space file (or `gantune slurm`'s overrides) over `base`."""
+    if not isinstance(raw, dict):
+        raise GantuneError(f"{where}: resources must map workers_per_trial, cpus_per_worker, gpus_per_worker, placement")
+    known = [f.name for f in dataclasses.fields(TrialResources)]
+    values = dataclasses.asdict(base)
+    for key, value in raw.items():
+        if key not in known:
+            raise GantuneError(f"{where}: unknown key resources.{key}" + config_lib._suggest(str(key), known))
+        if key == "placement":
+            if value not in PLACEMENTS:
+                raise GantuneError(f"{where}: resources.placement must be one of {list(PLACEMENTS)}, got {value!r}")
+        elif key == "workers_per_trial":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GantuneError(f"{where}: resources.workers_per_trial must be an integer >= 1, got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise GantuneError(f"{where}: resources.{key} must be a number >= 0, got {value!r}")
+        values[key] = value if key in ("placement", "workers_per_trial") else float(value)
+    res = TrialResources(**values)
+    if res.workers_per_trial > 1 and res.cpus_per_worker <= 0 and res.gpus_per_worker <= 0:
+        raise GantuneError(f"{where}: a multi-worker trial needs cpus_per_worker or gpus_per_worker > 0")
+    return res
+
+
+def _check_batch(spec: SearchSpec) -> None:
+    from ray_jobs.distributed import per_worker_batch
+
+    try:
+        per_worker_batch(spec.base.optim.batch_size, spec.resources.workers_per_trial)
+    except GantuneError as e:
+        raise GantuneError(f"{spec.path}: {e}") from None
+
+
+def _smoke(spec: SearchSpec) -> SearchSpec:
+    """`--smoke`: any search as 2 trials of 2 evaluations of a few steps, at the family's
+    smallest width and a small image, for a first try and for CI."""
+    from ray_jobs.family_spade import SMOKE_OVERRIDES
+
+    every = 2
+    base = config_lib.with_values(spec.base, {
+        **SMOKE_OVERRIDES,
+        "data.size_px": 32, "data.n_train": 16, "data.n_eval": 8,
+        "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
+        "eval.every": every, "eval.batch_size": 8,
+    }, f"{spec.path} --smoke")
+    return dataclasses.replace(spec, base=base, num_samples=2)
 
 
 def _scheduler(spec: SearchSpec) -> Any:
@@ -178,7 +226,36 @@ def _scheduler(spec: SearchSpec) -> Any:
     return None
 
 
-def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: str | None = None) -> dict[str, Any]:
+def _max_concurrent(spec: SearchSpec) -> int | None:
+    """Multi-worker trials reserve nothing in Tune (Train places their workers), so Tune is told
+    how many fit: as many trials as the cluster holds workers for. Refused when not one fits."""
+    import ray
+
+    res = spec.resources
+    if res.workers_per_trial == 1:
+        return spec.max_concurrent or None
+    have = ray.cluster_resources()
+    fits = []
+    for key, per_worker in (("CPU", res.cpus_per_worker), ("GPU", res.gpus_per_worker)):
+        if per_worker > 0:
+            fits.append(int(have.get(key, 0) // (per_worker * res.workers_per_trial)))
+    if min(fits) < 1:
+        raise GantuneError(
+            f"{spec.path}: a trial needs {res.workers_per_trial} workers x {res.cpus_per_worker:g} CPU"
+            f" + {res.gpus_per_worker:g} GPU, but the Ray cluster has {have.get('CPU', 0):g} CPU and"
+            f" {have.get('GPU', 0):g} GPU"
+        )
+    return min([*fits, spec.max_concurrent or min(fits)])
+
+
+def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: str | None = None, *,
+               smoke: bool = False, ray_address: str | None = None,
+               resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or with resume, continue) the search a space file describes; returns the summary.
+
+    smoke: see `smoke()`. ray_address: join that Ray cluster (a SLURM job's) instead of starting
+    a local one. resources: overrides of the space file's resources (`gantune slurm` derives
+    them from the nodes it was given)."""
     import ray
     from ray import tune
 
@@ -188,18 +265,28 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     spec = load_spec(space_path)
     if name is not None:
         spec = dataclasses.replace(spec, name=name)
+    if smoke:
+        spec = _smoke(spec)
+    if resources:
+        spec = dataclasses.replace(spec, resources=parse_resources("resource overrides", resources, spec.resources))
+    _check_batch(spec)
     exp_dir = spec.experiment_dir
     if resume and not tune.Tuner.can_restore(str(exp_dir)):
         raise GantuneError(f"{exp_dir}: no search to resume there (run without --resume to start one)")
     if not resume and exp_dir.exists() and any(exp_dir.iterdir()):
         raise GantuneError(f"{exp_dir}: a search already exists; pass --resume to continue it, or change name")
 
-    if not ray.is_initialized():
+    if ray_address is not None:
+        ray.init(address=ray_address, log_to_driver=True, configure_logging=False)
+    elif not ray.is_initialized():
         # A one-machine search: a local Ray cluster bound to loopback, nothing exposed.
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
                  log_to_driver=True, configure_logging=False, _node_ip_address="127.0.0.1")
+    max_concurrent = _max_concurrent(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base)), spec.resources
+        tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base),
+                             resources=dataclasses.asdict(spec.resources)),
+        spec.resources.tune_request(),
     )
     if resume:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
@@ -212,7 +299,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
                 mode="min",
                 scheduler=_scheduler(spec),
                 num_samples=spec.num_samples,
-                max_concurrent_trials=spec.max_concurrent or None,
+                max_concurrent_trials=max_concurrent,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
             run_config=tune.RunConfig(
@@ -235,6 +322,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     if not complete:
         raise GantuneError(
             f"search interrupted with trials unfinished; continue it with: gantune tune {spec.path} --resume"
+            + (" --smoke" if smoke else "")
         )
     return summary
 

@@ -29,7 +29,7 @@ name: NAME
 base: base.yaml
 storage_path: STORAGE
 num_samples: 2
-resources: {cpu: 1}
+resources: {cpus_per_worker: 1}
 scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}
 space:
   loss.lambda_cx: loguniform(0.1, 20)
@@ -62,7 +62,7 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
     # Three trials, four reports each: the worse trial is in the bottom quantile at some report
     # however the two CPUs interleave them, so an exploit always happens.
     space = make_space(tmp_path, base_edits={"steps: 6": "steps: 8"},
-                       **{"num_samples: 2": "num_samples: 3", "{cpu: 1}": "{cpu: 0.5}"})
+                       **{"num_samples: 2": "num_samples: 3", "{cpus_per_worker: 1}": "{cpus_per_worker: 0.5}"})
     proc = gantune("tune", str(space), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tensorboard --logdir" in proc.stdout and "not FID" in proc.stdout

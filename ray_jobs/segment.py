@@ -1,0 +1,120 @@
+"""Multi-worker trials: each PBT interval is one Ray Train `TorchTrainer` segment.
+
+Ray Train V2 has no `Tuner(trainer)`; the documented pattern runs a TorchTrainer inside a Tune
+function trainable. The trial function (trial.py) calls `run_segment` once per report: W workers
+join one process group, each builds the Trainer, loads the checkpoint the trial holds (its own
+last one, or the one PBT cloned in), trains `eval.every` steps, rank 0 evaluates, all ranks save
+into one folder, and rank 0 reports the metrics with that checkpoint. The trial function then
+reports both to Tune, so PBT sees a Tune checkpoint and can copy it into other trials.
+
+Every segment has its own Train run name: a name reused per trial makes Train auto-restore the
+trial's own stale checkpoint instead of the one PBT cloned in.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}  # Ray's placement strategies for the workers
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial asks of the cluster (the space file's `resources`)."""
+
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    placement: str = "pack"  # pack: few nodes (fast links); spread: one worker per node where it can
+
+    def tune_request(self) -> dict[str, float]:
+        """The Tune trial's own reservation. A multi-worker trial's function only waits on its
+        TorchTrainer, whose workers Train places in a placement group of their own."""
+        if self.workers_per_trial == 1:
+            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
+        return {"cpu": 0}
+
+
+def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
+    """Train `steps`, score G_ema, and the metrics a report carries (without the checkpoint).
+
+    Never NaN: a diverged trial reports DIVERGED_SCORE (PBT's quantiles would sort NaN as good).
+    Every report carries the exploit keys: Tune's progress.csv keeps the first report's columns.
+    """
+    from ray_jobs.trainer import DIVERGED_SCORE
+
+    logs = trainer.train(steps)
+    diverged = bool(logs.get("diverged"))
+    metrics = {trainer.objective_name: DIVERGED_SCORE} if diverged else trainer.evaluate()
+    restored = trainer.restored_from or {"from_trial": "", "step": -1}
+    trainer.restored_from = None  # said once, in the first report after the exploit
+    return {
+        **metrics,
+        "step": trainer.step,
+        "lineage_depth": len(trainer.lineage),  # donors the weights came through
+        "diverged": int(diverged),
+        "hosts": ",".join(trainer.hosts),
+        **{k: v for k, v in logs.items() if k.startswith("loss/")},
+        "exploit/from_trial": restored["from_trial"],
+        "exploit/from_step": restored["step"],
+    }
+
+
+def segment_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker of a segment (every rank runs this)."""
+    import ray.train
+
+    from ray_jobs import config as config_lib
+    from ray_jobs.trainer import Trainer
+
+    cfg = config_lib.from_dict(loop_config["config"], "trial config")
+    trainer = Trainer(cfg, Path(loop_config["trial_dir"]), trial_id=loop_config["trial_id"])
+    if loop_config["resume_from"]:
+        trainer.load(Path(loop_config["resume_from"]))
+    report = interval_report(trainer, min(cfg.eval.every, cfg.train.steps - trainer.step))
+    ckpt = trainer.save(Path(loop_config["staging_dir"]) / "ckpt")
+    if trainer.logger is not None:
+        trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: report[trainer.objective_name]})
+    trainer.close()
+    checkpoint = ray.train.Checkpoint.from_directory(str(ckpt)) if trainer.rank == 0 else None
+    ray.train.report(report, checkpoint=checkpoint)
+
+
+def run_segment(config: dict[str, Any], resources: TrialResources, trial_dir: Path, trial_id: str,
+                resume_from: str | None) -> tuple[dict[str, Any], Any]:
+    """One TorchTrainer run of `eval.every` steps: (rank 0's report, its checkpoint)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_name = f"segment-{uuid.uuid4().hex[:12]}"
+    segments = trial_dir / "segments"
+    segments.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=segments, prefix=f".{run_name}-"))  # seen by every rank
+    try:
+        result = TorchTrainer(
+            segment_worker,
+            train_loop_config={"config": config, "trial_dir": str(trial_dir), "trial_id": trial_id,
+                               "resume_from": resume_from, "staging_dir": str(staging)},
+            scaling_config=ScalingConfig(
+                num_workers=resources.workers_per_trial,
+                use_gpu=resources.gpus_per_worker > 0,
+                resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
+                placement_strategy=PLACEMENTS[resources.placement],
+            ),
+            run_config=RunConfig(name=run_name, storage_path=str(segments)),
+        ).fit()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result.metrics, result.checkpoint
+
+
+def drop_segment(checkpoint: Any) -> None:
+    """Once Tune holds its copy, the segment's own run folder (Train's copy) goes."""
+    run_dir = Path(checkpoint.path).parent
+    if run_dir.parent.name == "segments":
+        shutil.rmtree(run_dir, ignore_errors=True)
