@@ -11,7 +11,9 @@
 # the machine's filesystem, so it is the "shared filesystem" jobs see. No default route: traffic
 # never leaves the machine. Needs root.
 #
-# Every piece of state is under $GANTUNE_CLUSTER_DIR (default /run/gantune-local-cluster):
+# Two clusters can run side by side (tests do) with other GANTUNE_CLUSTER_DIR, _PREFIX, _SUBNET
+# and SLURMCTLD_PORT values. Every piece of state is under $GANTUNE_CLUSTER_DIR (default
+# /run/gantune-local-cluster):
 # slurm.conf, pid files, logs, spool, and a list of the netns/links made, so `stop` undoes
 # exactly what `start` did. Processes are stopped by the PIDs in pid files, never by name.
 # Commands need SLURM_CONF=$GANTUNE_CLUSTER_DIR/slurm.conf (`status` prints the line).
@@ -20,7 +22,7 @@ set -euo pipefail
 STATE=${GANTUNE_CLUSTER_DIR:-/run/gantune-local-cluster}
 PREFIX=${GANTUNE_CLUSTER_PREFIX:-gt}          # netns gt-node1, bridge gtbr0, veths gtv1
 CTLD_PORT=${GANTUNE_SLURMCTLD_PORT:-6817}     # slurmd keeps 6818: each host has its own stack
-SUBNET=10.200.0
+SUBNET=${GANTUNE_CLUSTER_SUBNET:-10.200.0}     # hosts .1...N, the root namespace .254
 BRIDGE=${PREFIX}br0
 NODES=2
 CPUS=2

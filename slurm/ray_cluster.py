@@ -131,6 +131,18 @@ class Rendezvous:
     def stop_path(self) -> Path:
         return self.job_dir / f"stop-{self.job_id}-{self.restart}"
 
+    def left_path(self, node_rank: int) -> Path:
+        return self.job_dir / f"left-{self.job_id}-{self.restart}-{node_rank}"
+
+    def wait_left(self, nodes: int, timeout_s: float) -> None:
+        """Node 0: let the other nodes leave while the head still answers (a quick drain)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.left_path(r).exists() for r in range(1, nodes)):
+                return
+            time.sleep(0.5)
+        log.warning("not every node left the Ray cluster in %.0f s; stopping the head anyway", timeout_s)
+
     def write(self, address: str, nodes: int) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"address": address, "nodes": nodes, "job_id": self.job_id,
@@ -176,11 +188,13 @@ def wait_for_nodes(n: int, timeout_s: float) -> None:
 @contextmanager
 def _supervised(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subprocess.Popen[bytes]]:
     log.info("%s: %s", name, " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_usr2)
+    # Its own process group: the raylet's agents outlive a raylet that lost its GCS, and orphans
+    # escape SLURM's process tracking; the group still finds them.
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_ignore_usr2, start_new_session=True)
     try:
         yield proc
     finally:
-        # Ends the node's own `ray start --block` (it stops its raylet and workers), nothing else.
+        # Ends this node's own `ray start --block` (it stops its raylet and workers), nothing else.
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -188,6 +202,10 @@ def _supervised(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subp
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def ray_cluster(job_dir: Path, nodes: int, cpus: int, gpus: int,
@@ -213,13 +231,18 @@ def ray_cluster(job_dir: Path, nodes: int, cpus: int, gpus: int,
                 rdv.write(address, nodes)
                 log.info("Ray head at %s; waiting for %d nodes", address, nodes)
                 return driver(address)
+            except BaseException:
+                log.exception("the driver failed")  # before Ray goes down and takes the process
+                raise
             finally:
                 rdv.stop_path.touch()
+                rdv.wait_left(nodes, timeout_s=60)
     address = rdv.wait(join_timeout_s)
     cmd = ray_start_command(ip, temp_dir, cpus, gpus, address, node_ports(ip, head=False))
     with _supervised(cmd, env, f"ray worker {node_rank}") as proc:
         while proc.poll() is None and not rdv.stop_path.exists():
             time.sleep(1)
+    rdv.left_path(node_rank).touch()
     return None
 
 

@@ -153,7 +153,10 @@ class SearchJob:
             log.warning("run_search has no ray_address: resources and smoke are the space file's")
             ray.init(address=address, configure_logging=False)
             kwargs = {}
-        summary: dict[str, Any] = run_search(self.space, resume=resume, name=self.name, **kwargs)
+        try:
+            summary: dict[str, Any] = run_search(self.space, resume=resume, name=self.name, **kwargs)
+        finally:
+            ray.shutdown()  # before the head goes: a driver whose node vanishes exits at once
         return summary
 
 

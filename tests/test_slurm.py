@@ -1,0 +1,139 @@
+"""`gantune slurm`: the sbatch script, bad input, status/cancel of a real job, and the Ray cluster
+a 2-node job brings up on the local SLURM cluster (slurm_fixtures)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ray_jobs.cli import main
+from slurm import ray_cluster
+from slurm_fixtures import REPO, LocalCluster
+from slurm_fixtures import local_cluster, slurm_env  # noqa: F401  (fixtures)
+
+DEMO = REPO / "tune_spaces" / "demo.yaml"
+
+
+def _gantune(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_dry_run_prints_the_sbatch_script_and_the_ray_commands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # the demo's storage_path is relative: runs/
+    rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--nodes", "2", "--cpus-per-node", "8",
+                            "--gpus-per-node", "4", "--partition", "gpu", "--time", "120",
+                            "--account", "proj", "--workers-per-trial", "2", "--name", "exp1", "--dry-run")
+    assert rc == 0, err
+    for line in ("#SBATCH --signal=USR2@90", "#SBATCH --nodes=2", "#SBATCH --partition=gpu",
+                 "#SBATCH --time=120", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --gpus-per-node=4", "#SBATCH --account=proj", "#SBATCH --requeue",
+                 "#SBATCH --job-name=exp1"):
+        assert line in out.splitlines(), line
+    assert "srun --unbuffered" in out and "submitit.core._submit" in out
+    head = next(line for line in out.splitlines() if line.startswith("# node 0:"))
+    assert "ray start --block --node-ip-address NODEADDR_0 --num-cpus 8 --num-gpus 4" in head
+    assert "--head" in head and "--port FREE" in head and "RAY_AUTH_MODE=token" in head
+    worker = next(line for line in out.splitlines() if line.startswith("# node i:"))
+    assert "--address NODEADDR_0:PORT" in worker and "RAY_AUTH_TOKEN_PATH=" in worker
+    # One GPU per worker, with the node's CPUs shared among its GPUs.
+    assert "'cpus_per_worker': 2, 'gpus_per_worker': 1, 'workers_per_trial': 2" in out
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--time", "20"], "--partition is required"),
+    (["--partition", "debug"], "--time is required"),
+    (["--partition", "debug", "--time", "2"], "--time 2: too short"),
+    (["--partition", "debug", "--time", "20", "--nodes", "2", "--workers-per-trial", "3"],
+     "--workers-per-trial 3: the job has 2 worker slot(s)"),
+    (["--partition", "debug", "--time", "20", "--cpus-per-node", "2", "--gpus-per-node", "4"],
+     "--cpus-per-node 2 is fewer than --gpus-per-node 4"),
+    (["--partition", "debug", "--time", "20", "--nodes", "0"], "--nodes: expected a positive integer"),
+    (["--partition", "debug", "--time", "20", "--name", "a/b"], "--name 'a/b': expected a plain folder name"),
+])
+def test_bad_arguments_fail_in_one_line(argv: list[str], message: str, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    try:
+        rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--cpus-per-node", "2", *argv, "--dry-run")
+    except SystemExit as e:  # argparse's own type errors
+        rc, (out, err) = int(e.code or 0), capsys.readouterr()
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_status_needs_a_job_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _gantune(capsys, "slurm", "status", str(tmp_path))
+    assert rc == 2 and "no job.json" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _gantune(capsys, "slurm", "nosuch.yaml", "--partition", "debug", "--time", "20")
+    assert rc == 2 and "no such space file" in err
+
+
+@pytest.mark.slurm
+def test_status_and_cancel_a_submitted_job(slurm_env: LocalCluster, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    # --cpus-per-node left out: the partition's (sinfo) is used.
+    rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--nodes", "2", "--partition", "debug",
+                            "--time", "10", "--smoke", "--name", "s1")
+    assert rc == 0, err
+    job_dir, exp_dir = tmp_path / "runs" / "s1.slurm", tmp_path / "runs" / "s1"
+    info = json.loads((job_dir / "job.json").read_text())
+    assert f"submitted job {info['job_id']} on 2 node(s) (debug)" in out
+    assert f"tensorboard --logdir {exp_dir}" in out and f"logs: {job_dir}/logs/" in out
+    assert info["cpus_per_node"] == 2 and info["experiment_dir"] == str(exp_dir)
+    assert oct((job_dir / ray_cluster.TOKEN_FILE).stat().st_mode & 0o777) == "0o600"
+
+    rc, out, err = _gantune(capsys, "slurm", "status", str(exp_dir))  # the experiment folder works too
+    assert rc == 0, err
+    assert out.startswith(f"job {info['job_id']}: ") and ("RUNNING" in out or "PENDING" in out), out
+    rc, out, err = _gantune(capsys, "slurm", "cancel", str(job_dir))
+    assert rc == 0, err
+    assert f"cancelled job {info['job_id']}" in out and "--name s1" in out
+    for _ in range(60):
+        rc, out, _ = _gantune(capsys, "slurm", "status", str(job_dir))
+        if "CANCELLED" in out:
+            break
+        time.sleep(1)
+    assert "CANCELLED" in out, out
+    _no_ray_left(str(info["job_id"]))
+
+
+def _no_ray_left(job_id: str) -> None:
+    """Every Ray process of the job is gone (they run with --temp-dir /tmp/gtray-JOBID-RANK)."""
+    for _ in range(60):
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        left = [line for line in ps.splitlines() if f"gtray-{job_id}-" in line]
+        if not left:
+            return
+        time.sleep(1)
+    raise AssertionError(f"Ray processes of job {job_id} still run: {left}")
+
+
+@pytest.mark.slurm
+def test_a_two_node_job_brings_up_a_ray_cluster_on_both_hosts(slurm_env: LocalCluster, tmp_path: Path) -> None:
+    import submitit
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    ray_cluster.write_token(job_dir)
+    executor = submitit.SlurmExecutor(folder=job_dir / "logs")
+    executor.update_parameters(nodes=2, ntasks_per_node=1, cpus_per_task=2, partition="debug", time=10)
+    driver = functools.partial(ray_cluster.node_hostnames, nodes=2)
+    job = executor.submit(functools.partial(ray_cluster.ray_cluster, job_dir, 2, 2, 0, driver))
+    results = job.results()  # one per node; node 0 has the driver's
+    assert results[1] is None
+    assert results[0] == [{"hostname": "node1", "ip": slurm_env.address(1)},
+                          {"hostname": "node2", "ip": slurm_env.address(2)}]
+    rendezvous = json.loads((job_dir / f"rendezvous-{job.job_id}-0.json").read_text())
+    assert rendezvous["address"].startswith(slurm_env.address(1) + ":")
+    assert rendezvous["address"] != f"{slurm_env.address(1)}:6379"
+    _no_ray_left(job.job_id)
