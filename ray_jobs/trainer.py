@@ -37,6 +37,7 @@ from gantune.errors import GantuneError
 from models.sync_batchnorm import convert_sync_batchnorm
 from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
+from ray_jobs.engine_checkpoint import load_engine
 from ray_jobs.config import Config
 from ray_jobs.family_spade import SpadeFamily
 from ray_jobs.logging_tb import TrialLogger
@@ -58,8 +59,7 @@ def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
             "type": "Adam",
             "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": o.adam_eps, "weight_decay": 0.0},
         },
-        # Elastic: ZeRO-1/2 optimizer partitions reload at another number of workers.
-        "zero_optimization": {"stage": o.zero_stage, "elastic_checkpoint": o.zero_stage > 0},
+        "zero_optimization": {"stage": o.zero_stage},
         "bf16": {"enabled": o.precision == "bf16"},
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
@@ -372,10 +372,9 @@ class Trainer:
                 + ", ".join(f"{k}={theirs.get(k)!r}" for k in differ)
                 + " but this config has " + ", ".join(f"{k}={mine.get(k)!r}" for k in differ)
             )
+        saved_world = int(checkpoint_meta(ckpt_dir).get("world", 1))
         for engine, tag in ((self.G, "G"), (self.D, "D")):
-            path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_lr_scheduler_states=False)
-            if path is None:
-                raise GantuneError(f"{ckpt_dir}/{tag}: DeepSpeed found no checkpoint to load")
+            load_engine(engine, ckpt_dir, tag, saved_world, scratch=self.run_dir)
         try:
             self.G_ema.load_state_dict(state["G_ema"])
         except RuntimeError as e:
@@ -410,4 +409,7 @@ def checkpoint_meta(ckpt_dir: Path) -> dict[str, Any]:
     marker = Path(ckpt_dir) / COMPLETE_MARKER
     if not marker.is_file():
         raise GantuneError(f"{ckpt_dir}: incomplete checkpoint (no {COMPLETE_MARKER} marker)")
-    return dict(json.loads(marker.read_text()))
+    try:
+        return dict(json.loads(marker.read_text()))
+    except (ValueError, TypeError):
+        raise GantuneError(f"{marker}: not a gantune checkpoint marker (written by an older version?)") from None

@@ -45,7 +45,7 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
     "text, message",
     [
         ("optim: {lr_G: fast}", "optim.lr_G must be float, got str"),
-        ("optim: {zero_stage: 2}", "zero_stage must be one of \\[0, 1\\]"),
+        ("optim: {zero_stage: 3}", "zero_stage must be one of \\[0, 1, 2\\].*#193"),
         ("loss: {lambda_cx: -1}", "loss.lambda_cx must be >= 0"),
         ("loss: {gan_mode: wgan}", "loss.gan_mode must be one of"),
         ("data: {size_px: 16}", "data.size_px must be in 32..512"),

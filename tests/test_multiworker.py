@@ -142,7 +142,7 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:
         parse_resources("s.yaml", {"placement": "scatter"})
     (tmp_path / "base.yaml").write_text("optim: {batch_size: 6}\n")
     (tmp_path / "s.yaml").write_text(
-        "base: base.yaml\nresources: {workers_per_trial: 4}\nspace: {loss.lambda_cx: uniform(0.1, 2)}\n"
+        "base: base.yaml\nresources: {workers_per_trial: 4}\nspace:\n  loss.lambda_cx: uniform(0.1, 2)\n"
     )
     from ray_jobs.tune_driver import run_search
 
