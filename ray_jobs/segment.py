@@ -34,10 +34,12 @@ class TrialResources:
 
     def tune_request(self) -> dict[str, float]:
         """The Tune trial's own reservation. A multi-worker trial's function only waits on its
-        TorchTrainer, whose workers Train places in a placement group of their own."""
+        TorchTrainer, whose workers Train places in a placement group of their own; Tune refuses
+        an all-zero request, and any CPU fraction would cost the workers a whole slot, so it
+        reserves one byte of memory."""
         if self.workers_per_trial == 1:
             return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
-        return {"cpu": 0}
+        return {"cpu": 0, "memory": 1}
 
 
 def interval_report(trainer: Any, steps: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ checkpoint from one segment to the next and to Tune.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def _in_process(cfg: Config, hp: dict[str, Any]) -> None:
 def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
     ctx = tune.get_context()
     trial_dir, trial_id = Path(ctx.get_trial_dir()), ctx.get_trial_id()
+    # Train's copies of earlier segments: a trial PBT exploits is stopped inside tune.report,
+    # before it could drop them. None of its segments runs now.
+    shutil.rmtree(trial_dir / "segments", ignore_errors=True)
     checkpoint = tune.get_checkpoint()  # Tune's copy on the storage path, which every node sees
     meta = checkpoint_meta(Path(checkpoint.path)) if checkpoint is not None else {"step": 0, "trial_id": trial_id}
     # As in-process: a clone of a donor's final checkpoint still reports once.

@@ -150,3 +150,39 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:
         run_search(tmp_path / "s.yaml")
     assert "\n" not in str(e.value)
     assert load_spec(tmp_path / "s.yaml").resources.workers_per_trial == 4
+
+
+@pytest.mark.slow
+def test_pbt_exploits_across_two_worker_trials(tmp_path: Path) -> None:
+    """Two trials of two workers each, every interval a Ray Train segment: PBT copies the
+    better trial's segment checkpoint into the worse one, which continues from it."""
+    import json
+    import socket
+
+    from test_tune import gantune, make_space
+
+    space = make_space(tmp_path, "mw", **{
+        "{cpus_per_worker: 1}": "{workers_per_trial: 2, cpus_per_worker: 0.5}",
+        "quantile_fraction: 0.5, resample_probability: 0.5": "quantile_fraction: 0.5, resample_probability: 1.0",
+    })
+    proc = gantune("tune", str(space), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "summary: " in proc.stdout
+    summary = json.loads((tmp_path / "runs" / "mw" / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == 2
+    for t in trials:
+        assert t["history"][-1]["step"] == 6
+        assert t["hosts"] == [socket.gethostname()]  # both workers on this one host
+        # Train's copy of every segment is gone once Tune holds its own (the last one, at the
+        # latest when the trial function starts again).
+        segments = Path(t["path"]) / "segments"
+        assert not segments.exists() or not list(segments.iterdir())
+    exploited = [t for t in trials if t["exploits"]]
+    assert exploited, "no PBT exploit happened"
+    t = exploited[0]
+    first_after = next(h for h in t["history"] if "restored_from" in h)
+    assert first_after["restored_from"] != t["trial_id"]
+    # The next segment continued from the donor's step (or rescored its final checkpoint).
+    assert first_after["step"] == min(first_after["restored_step"] + 2, 6)
+    assert t["lineage"] and t["lineage"][-1]["from_trial"] in {d["trial_id"] for d in trials}
