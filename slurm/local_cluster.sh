@@ -111,6 +111,11 @@ EOF
     echo "PartitionName=debug Nodes=node[1-$last] Default=YES MaxTime=INFINITE State=UP" >>"$STATE/slurm.conf"
 }
 
+write_hosts() {
+    { cat /etc/hosts; echo "# slurm/local_cluster.sh hosts"; echo "${SUBNET}.254 $(hostname)"
+      for i in $(seq "$NODES"); do echo "${SUBNET}.$i node$i"; done; } >"$STATE/hosts"
+}
+
 # Records one undo step ("netns NAME" / "link NAME") before the thing exists, so a failed
 # start still cleans up fully.
 record() { echo "$*" >>"$STATE/made"; }
@@ -179,6 +184,7 @@ cmd_start() {
     # A failed start undoes itself.
     trap 'log "start failed; undoing"; cmd_stop' ERR
     write_conf
+    write_hosts
     make_network
     start_munge
     SLURM_CONF=$STATE/slurm.conf slurmctld -f "$STATE/slurm.conf" -i
@@ -186,8 +192,12 @@ cmd_start() {
         mkdir -p "$STATE/spool/node$i"
         # nsenter, not `ip netns exec`: that remounts /sys, and slurmd then finds no cgroup fs.
         # slurmd daemonizes and keeps its UTS namespace (hostname node$i) for its jobs.
-        nsenter --net="/run/netns/${PREFIX}-node$i" unshare --uts \
-            sh -c "hostname node$i && SLURM_CONF='$STATE/slurm.conf' exec slurmd -f '$STATE/slurm.conf' -N node$i"
+        # A private mount namespace only to see $STATE/hosts as /etc/hosts: hostnames resolve
+        # to the hosts' own addresses as on a real cluster (Gloo and Ray bind to what the
+        # hostname resolves to, else loopback), and the machine's /etc/hosts stays untouched.
+        nsenter --net="/run/netns/${PREFIX}-node$i" unshare --uts --mount --propagation slave sh -c \
+            "mount --bind '$STATE/hosts' /etc/hosts && hostname node$i &&
+             SLURM_CONF='$STATE/slurm.conf' exec slurmd -f '$STATE/slurm.conf' -N node$i"
     done
     wait_nodes_idle
     trap - ERR

@@ -155,6 +155,11 @@ class SearchJob:
             kwargs = {}
         try:
             summary: dict[str, Any] = run_search(self.space, resume=resume, name=self.name, **kwargs)
+        except GantuneError:
+            if self._stop_reason is None:
+                raise
+            log.warning("the search stopped as asked (%s); its state is saved", self._stop_reason)
+            return None
         finally:
             ray.shutdown()  # before the head goes: a driver whose node vanishes exits at once
         return summary
