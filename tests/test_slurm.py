@@ -137,3 +137,93 @@ def test_a_two_node_job_brings_up_a_ray_cluster_on_both_hosts(slurm_env: LocalCl
     assert rendezvous["address"].startswith(slurm_env.address(1) + ":")
     assert rendezvous["address"] != f"{slurm_env.address(1)}:6379"
     _no_ray_left(job.job_id)
+
+
+# --- whole searches on the 2 hosts (a few minutes each) -----------------------------------------
+
+def _job_state(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def _wait_for_end(job_id: str, timeout_s: float) -> dict[str, str]:
+    """Until the job leaves the queue; a requeued job starts at once (not SLURM's 2 min later)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = _job_state(job_id)
+        if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+        if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
+            return state
+        time.sleep(2)
+    subprocess.run(["scancel", job_id])
+    raise AssertionError(f"job {job_id} did not end in {timeout_s:.0f} s: {_job_state(job_id)}")
+
+
+def _submit(capsys: pytest.CaptureFixture[str], name: str, *extra: str) -> tuple[str, Path]:
+    rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--nodes", "2", "--partition", "debug",
+                            "--time", "20", "--smoke", "--name", name, *extra)
+    assert rc == 0, err
+    info = json.loads((Path("runs") / f"{name}.slurm" / "job.json").read_text())
+    return str(info["job_id"]), Path(info["experiment_dir"])
+
+
+def _reported_steps(exp_dir: Path) -> dict[str, list[int]]:
+    """Per trial, the steps of every report in Tune's own record (result.json, appended)."""
+    return {p.parent.name: [json.loads(line)["step"] for line in p.read_text().splitlines() if line.strip()]
+            for p in exp_dir.glob("trial_*/result.json")}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_smoke_search_runs_each_trial_on_both_hosts(slurm_env: LocalCluster, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    job_id, exp_dir = _submit(capsys, "two-hosts", "--workers-per-trial", "2")
+    state = _wait_for_end(job_id, timeout_s=900)
+    log = (tmp_path / "runs" / "two-hosts.slurm" / "logs" / f"{job_id}_0_log.err")
+    assert state["JobState"] == "COMPLETED", log.read_text()[-3000:]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert summary["complete"] and len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        assert trial["error"] is None
+        assert [h["step"] for h in trial["history"]] == [2, 4]
+        assert all(isinstance(h["value"], float) for h in trial["history"])
+        assert trial["hosts"] == ["node1", "node2"]  # its 2 workers, one per host
+    _no_ray_left(job_id)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("interrupt", ["scontrol requeue", "USR2 before the time limit"])
+def test_a_requeued_search_resumes_without_losing_or_repeating_reports(
+        interrupt: str, slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    job_id, exp_dir = _submit(capsys, "requeue")
+    # Interrupt once some trial has reported its first checkpoint.
+    deadline = time.monotonic() + 600
+    while not any(_reported_steps(exp_dir).values()):
+        assert time.monotonic() < deadline, "no trial reported in 600 s"
+        assert _job_state(job_id).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_state(job_id)
+        time.sleep(1)
+    before = _reported_steps(exp_dir)
+    if interrupt == "scontrol requeue":  # preemption, an admin: SLURM ends the job's processes
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+    else:  # what --signal=USR2@90 sends: node 0 stops Tune gracefully and requeues itself
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+
+    state = _wait_for_end(job_id, timeout_s=900)
+    assert state["JobState"] == "COMPLETED" and int(state["Restarts"]) >= 1, state
+    after = _reported_steps(exp_dir)
+    for trial, steps in after.items():
+        assert steps == sorted(set(steps)), f"{trial} reported a step twice (restarted): {steps}"
+        assert steps[-1] == 4
+    for trial, steps in before.items():
+        assert set(steps) <= set(after[trial]), f"{trial} lost reports: {steps} -> {after[trial]}"
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert summary["complete"]
+    assert {t["trial_id"]: [h["step"] for h in t["history"]] for t in summary["trials"]} == {
+        trial.removeprefix("trial_"): steps for trial, steps in after.items()}
+    _no_ray_left(job_id)
