@@ -174,56 +174,62 @@ def _reported_steps(exp_dir: Path) -> dict[str, list[int]]:
             for p in exp_dir.glob("trial_*/result.json")}
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_a_smoke_search_runs_each_trial_on_both_hosts(slurm_env: LocalCluster, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
-    job_id, exp_dir = _submit(capsys, "two-hosts", "--workers-per-trial", "2")
-    state = _wait_for_end(job_id, timeout_s=900)
-    log = (tmp_path / "runs" / "two-hosts.slurm" / "logs" / f"{job_id}_0_log.err")
-    assert state["JobState"] == "COMPLETED", log.read_text()[-3000:]
-    summary = json.loads((exp_dir / "summary.json").read_text())
-    assert summary["complete"] and len(summary["trials"]) == 2
-    for trial in summary["trials"]:
-        assert trial["error"] is None
-        assert [h["step"] for h in trial["history"]] == [2, 4]
-        assert all(isinstance(h["value"], float) for h in trial["history"])
-        assert trial["hosts"] == ["node1", "node2"]  # its 2 workers, one per host
-    _no_ray_left(job_id)
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-@pytest.mark.parametrize("interrupt", ["scontrol requeue", "USR2 before the time limit"])
-def test_a_requeued_search_resumes_without_losing_or_repeating_reports(
-        interrupt: str, slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
-    job_id, exp_dir = _submit(capsys, "requeue")
-    # Interrupt once some trial has reported its first checkpoint.
+def _interrupt_after_first_report(job_id: str, exp_dir: Path, command: list[str]) -> dict[str, list[int]]:
+    """Waits until some trial has reported (with its checkpoint), runs command; the reports so far."""
     deadline = time.monotonic() + 600
     while not any(_reported_steps(exp_dir).values()):
         assert time.monotonic() < deadline, "no trial reported in 600 s"
         assert _job_state(job_id).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_state(job_id)
         time.sleep(1)
     before = _reported_steps(exp_dir)
-    if interrupt == "scontrol requeue":  # preemption, an admin: SLURM ends the job's processes
-        subprocess.run(["scontrol", "requeue", job_id], check=True)
-    else:  # what --signal=USR2@90 sends: node 0 stops Tune gracefully and requeues itself
-        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    subprocess.run(command, check=True)
+    return before
 
+
+def _assert_resumed(job_id: str, exp_dir: Path, before: dict[str, list[int]], log: Path) -> dict:
+    """The job was requeued, finished, lost no report and repeated none (no restart from 0)."""
     state = _wait_for_end(job_id, timeout_s=900)
-    assert state["JobState"] == "COMPLETED" and int(state["Restarts"]) >= 1, state
+    assert state["JobState"] == "COMPLETED", log.read_text()[-3000:]
+    assert int(state["Restarts"]) >= 1, state
     after = _reported_steps(exp_dir)
     for trial, steps in after.items():
         assert steps == sorted(set(steps)), f"{trial} reported a step twice (restarted): {steps}"
         assert steps[-1] == 4
     for trial, steps in before.items():
         assert set(steps) <= set(after[trial]), f"{trial} lost reports: {steps} -> {after[trial]}"
-    summary = json.loads((exp_dir / "summary.json").read_text())
+    summary: dict = json.loads((exp_dir / "summary.json").read_text())
     assert summary["complete"]
     assert {t["trial_id"]: [h["step"] for h in t["history"]] for t in summary["trials"]} == {
         trial.removeprefix("trial_"): steps for trial, steps in after.items()}
     _no_ray_left(job_id)
+    return summary
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_smoke_search_runs_each_trial_on_both_hosts_and_survives_usr2(
+        slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    job_id, exp_dir = _submit(capsys, "two-hosts", "--workers-per-trial", "2")
+    # What --signal=USR2@90 sends before the time limit: node 0 stops Tune gracefully, requeues.
+    before = _interrupt_after_first_report(job_id, exp_dir, ["scancel", "--signal=USR2", job_id])
+    log = tmp_path / "runs" / "two-hosts.slurm" / "logs" / f"{job_id}_0_log.err"
+    summary = _assert_resumed(job_id, exp_dir, before, log)
+    assert len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        assert trial["error"] is None
+        assert all(isinstance(h["value"], float) for h in trial["history"])
+        assert trial["hosts"] == ["node1", "node2"]  # its 2 workers, one per host
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_search_requeued_by_slurm_resumes_without_losing_or_repeating_reports(
+        slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    job_id, exp_dir = _submit(capsys, "requeue")  # one worker per trial: a trial per host
+    # As on preemption or by an admin: SLURM ends the job's processes without warning.
+    before = _interrupt_after_first_report(job_id, exp_dir, ["scontrol", "requeue", job_id])
+    _assert_resumed(job_id, exp_dir, before, tmp_path / "runs" / "requeue.slurm" / "logs" / f"{job_id}_0_log.err")
