@@ -31,7 +31,7 @@ from gantune.errors import GantuneError
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "ray_auth_token"
-_PORT_NAMES = ("port", "ray-client-server-port", "node-manager-port", "object-manager-port",
+PORT_NAMES = ("port", "ray-client-server-port", "node-manager-port", "object-manager-port",
                "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
                "runtime-env-agent-port")
 
@@ -87,7 +87,7 @@ def free_ports(ip: str, n: int) -> list[int]:
 
 
 def ray_start_command(ip: str, temp_dir: Path, cpus: int, gpus: int, head_address: str | None,
-                      ports: dict[str, int] | None = None) -> list[str]:
+                      ports: dict[str, int] | dict[str, str] | None = None) -> list[str]:
     """`ray start` for one node. Head: with explicit free ports. Worker: joins head_address."""
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--block", "--node-ip-address", ip, "--num-cpus", str(cpus),
@@ -103,7 +103,7 @@ def ray_start_command(ip: str, temp_dir: Path, cpus: int, gpus: int, head_addres
 
 
 def node_ports(ip: str, head: bool) -> dict[str, int]:
-    names = _PORT_NAMES if head else _PORT_NAMES[2:]
+    names = PORT_NAMES if head else PORT_NAMES[2:]
     ports = dict(zip(names, free_ports(ip, len(names))))
     # Workers bind a random free port each instead of the shared 10002-19999 range.
     ports["min-worker-port"] = 0

@@ -230,12 +230,12 @@ def dry_run(req: SlurmRequest) -> str:
     executor = _executor(req, name, job_dir / "logs")
     script = executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
     env = " ".join(f"{k}={v}" for k, v in ray_cluster.auth_env(job_dir).items())
-    free = {p: "FREE" for p in ray_cluster._PORT_NAMES}
+    free = {p: "FREE" for p in ray_cluster.PORT_NAMES}
     head = ray_cluster.ray_start_command("NODEADDR_0", Path("/tmp/gtray-JOBID-0"), req.cpus_per_node,
-                                         req.gpus_per_node, None, free)  # type: ignore[arg-type]
+                                         req.gpus_per_node, None, free)
     worker = ray_cluster.ray_start_command("NODEADDR_i", Path("/tmp/gtray-JOBID-i"), req.cpus_per_node,
                                            req.gpus_per_node, "NODEADDR_0:PORT",
-                                           {p: "FREE" for p in ray_cluster._PORT_NAMES[2:]})  # type: ignore[arg-type]
+                                           {p: "FREE" for p in ray_cluster.PORT_NAMES[2:]})
     return "\n".join([
         f"# job folder {job_dir}", f"# experiment  {exp_dir}", "", script.rstrip(), "",
         "# Ray, inside each task (NODEADDR from scontrol show node; FREE: a free port picked there)",
