@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from ray_jobs import config as config_lib  # noqa: E402
 from ray_jobs.family_spade import SpadeFamily  # noqa: E402
-from ray_jobs.trainer import build_datasets, deepspeed_config, init_distributed  # noqa: E402
+from ray_jobs.distributed import init_distributed  # noqa: E402
+from ray_jobs.trainer import build_datasets, deepspeed_config  # noqa: E402
 
 
 def plain_step(family: SpadeFamily, G, D, opt_G, opt_D, batch) -> None:  # type: ignore[no-untyped-def]
@@ -81,9 +82,9 @@ def main() -> None:
     G_model = copy.deepcopy(G0)
     D_model = copy.deepcopy(D0)
     G_engine, _, _, _ = deepspeed.initialize(model=G_model, model_parameters=G_model.parameters(),
-                                             config=deepspeed_config(cfg, cfg.optim.lr_G))
+                                             config=deepspeed_config(cfg, cfg.optim.lr_G, 1))
     D_engine, _, _, _ = deepspeed.initialize(model=D_model, model_parameters=D_model.parameters(),
-                                             config=deepspeed_config(cfg, cfg.optim.lr_D))
+                                             config=deepspeed_config(cfg, cfg.optim.lr_D, 1))
 
     def timed(step_fn) -> float:  # type: ignore[no-untyped-def]
         step_fn(batches[0])  # warm-up

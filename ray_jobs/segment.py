@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,12 @@ def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
     """
     from ray_jobs.trainer import DIVERGED_SCORE
 
+    t0 = time.perf_counter()
     logs = trainer.train(steps)
+    t1 = time.perf_counter()
     diverged = bool(logs.get("diverged"))
     metrics = {trainer.objective_name: DIVERGED_SCORE} if diverged else trainer.evaluate()
+    t2 = time.perf_counter()
     restored = trainer.restored_from or {"from_trial": "", "step": -1}
     trainer.restored_from = None  # said once, in the first report after the exploit
     return {
@@ -64,6 +68,8 @@ def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
         **{k: v for k, v in logs.items() if k.startswith("loss/")},
         "exploit/from_trial": restored["from_trial"],
         "exploit/from_step": restored["step"],
+        "time/train_s": t1 - t0,
+        "time/eval_s": t2 - t1,
     }
 
 
@@ -74,12 +80,18 @@ def segment_worker(loop_config: dict[str, Any]) -> None:
     from ray_jobs import config as config_lib
     from ray_jobs.trainer import Trainer
 
+    t0 = time.perf_counter()
     cfg = config_lib.from_dict(loop_config["config"], "trial config")
     trainer = Trainer(cfg, Path(loop_config["trial_dir"]), trial_id=loop_config["trial_id"])
+    t1 = time.perf_counter()
     if loop_config["resume_from"]:
         trainer.load(Path(loop_config["resume_from"]))
+    t2 = time.perf_counter()
     report = interval_report(trainer, min(cfg.eval.every, cfg.train.steps - trainer.step))
+    t3 = time.perf_counter()
     ckpt = trainer.save(Path(loop_config["staging_dir"]) / "ckpt")
+    # Where a segment's time goes besides training (benchmarks/segment_overhead.py).
+    report |= {"time/init_s": t1 - t0, "time/load_s": t2 - t1, "time/save_s": time.perf_counter() - t3}
     if trainer.logger is not None:
         trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: report[trainer.objective_name]})
     trainer.close()
@@ -97,6 +109,7 @@ def run_segment(config: dict[str, Any], resources: TrialResources, trial_dir: Pa
     segments = trial_dir / "segments"
     segments.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=segments, prefix=f".{run_name}-"))  # seen by every rank
+    t0 = time.perf_counter()
     try:
         result = TorchTrainer(
             segment_worker,
@@ -112,7 +125,7 @@ def run_segment(config: dict[str, Any], resources: TrialResources, trial_dir: Pa
         ).fit()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return result.metrics, result.checkpoint
+    return result.metrics | {"time/segment_s": time.perf_counter() - t0}, result.checkpoint
 
 
 def drop_segment(checkpoint: Any) -> None:

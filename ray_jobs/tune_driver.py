@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,11 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
             ),
         )
     results = tuner.fit()
+    # Train's copies of multi-worker segments: Tune holds its own copy of every reported one, and
+    # a segment still running when PBT stopped its trial may have finished after the trial's
+    # own clean-up. Nothing runs now.
+    for segments in exp_dir.glob("trial_*/segments"):
+        shutil.rmtree(segments, ignore_errors=True)
     # Ctrl-C (or SIGUSR1) stops Tune gracefully: fit() returns, and the stopped trials look
     # TERMINATED. Only a trial function that returned marks its last result done. ASHA stops
     # trials on purpose, so there a TERMINATED trial counts as finished.

@@ -174,10 +174,8 @@ def test_pbt_exploits_across_two_worker_trials(tmp_path: Path) -> None:
     for t in trials:
         assert t["history"][-1]["step"] == 6
         assert t["hosts"] == [socket.gethostname()]  # both workers on this one host
-        # Train's copy of every segment is gone once Tune holds its own (the last one, at the
-        # latest when the trial function starts again).
-        segments = Path(t["path"]) / "segments"
-        assert not segments.exists() or not list(segments.iterdir())
+        # Train's copy of every segment is gone once Tune holds its own.
+        assert not (Path(t["path"]) / "segments").exists()
     exploited = [t for t in trials if t["exploits"]]
     assert exploited, "no PBT exploit happened"
     t = exploited[0]
