@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -160,6 +161,13 @@ def _wait_for_end(job_id: str, timeout_s: float) -> dict[str, str]:
     raise AssertionError(f"job {job_id} did not end in {timeout_s:.0f} s: {_job_state(job_id)}")
 
 
+def _diagnosis(job_id: str, state: dict[str, str], log: Path) -> str:
+    """What SLURM and the job said, for an assertion message (the cluster's logs go at teardown)."""
+    ctld = Path(os.environ["SLURM_CONF"]).parent / "log" / "slurmctld.log"
+    said = [line for line in ctld.read_text().splitlines() if f"JobId={job_id} " in line + " "]
+    return "\n".join([f"state: {state}", "slurmctld:", *said[-20:], "node 0's log:", log.read_text()[-3000:]])
+
+
 def _submit(capsys: pytest.CaptureFixture[str], name: str, *extra: str) -> tuple[str, Path]:
     rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--nodes", "2", "--partition", "debug",
                             "--time", "20", "--smoke", "--name", name, *extra)
@@ -189,7 +197,7 @@ def _interrupt_after_first_report(job_id: str, exp_dir: Path, command: list[str]
 def _assert_resumed(job_id: str, exp_dir: Path, before: dict[str, list[int]], log: Path) -> dict:
     """The job was requeued, finished, lost no report and repeated none (no restart from 0)."""
     state = _wait_for_end(job_id, timeout_s=900)
-    assert state["JobState"] == "COMPLETED", log.read_text()[-3000:]
+    assert state["JobState"] == "COMPLETED", _diagnosis(job_id, state, log)
     assert int(state["Restarts"]) >= 1, state
     after = _reported_steps(exp_dir)
     for trial, steps in after.items():
