@@ -152,7 +152,9 @@ def _wait_for_end(job_id: str, timeout_s: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = _job_state(job_id)
-        if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime":
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+        # Once the hosts are clean (none COMPLETING the last run), as SLURM's own delay ensures.
+        if state.get("JobState") == "PENDING" and state.get("Reason") == "BeginTime" and set(nodes) == {"idle"}:
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
         if state.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
             return state
