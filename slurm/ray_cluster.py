@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,6 +207,9 @@ def _supervised(cmd: list[str], env: dict[str, str], name: str) -> Iterator[subp
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # The session folder (sockets, Ray's own logs) would pile up in a shared node's /tmp.
+        temp_dir = cmd[cmd.index("--temp-dir") + 1]
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def ray_cluster(job_dir: Path, nodes: int, cpus: int, gpus: int,

@@ -138,6 +138,7 @@ def test_a_two_node_job_brings_up_a_ray_cluster_on_both_hosts(slurm_env: LocalCl
     assert rendezvous["address"].startswith(slurm_env.address(1) + ":")
     assert rendezvous["address"] != f"{slurm_env.address(1)}:6379"
     _no_ray_left(job.job_id)
+    assert not list(Path("/tmp").glob(f"gtray-{job.job_id}-*"))  # Ray's session folders removed
 
 
 # --- whole searches on the 2 hosts (a few minutes each) -----------------------------------------
