@@ -16,7 +16,6 @@ report carries its checkpoint and Tune saves its state on a graceful stop.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -148,13 +147,9 @@ class SearchJob:
             return None  # signalled before the search started: requeue at once
         resume = tune.Tuner.can_restore(self.exp_dir)
         log.info("%s the search in %s", "resuming" if resume else "starting", self.exp_dir)
-        kwargs: dict[str, Any] = {"smoke": self.smoke, "ray_address": address, "resources": self.resources}
-        if not _takes(run_search, "ray_address"):  # the older driver joins the cluster we init
-            log.warning("run_search has no ray_address: resources and smoke are the space file's")
-            ray.init(address=address, configure_logging=False)
-            kwargs = {}
         try:
-            summary: dict[str, Any] = run_search(self.space, resume=resume, name=self.name, **kwargs)
+            summary: dict[str, Any] = run_search(self.space, resume=resume, name=self.name, smoke=self.smoke,
+                                                 ray_address=address, resources=self.resources)
         except GantuneError:
             if self._stop_reason is None:
                 raise
@@ -163,10 +158,6 @@ class SearchJob:
         finally:
             ray.shutdown()  # before the head goes: a driver whose node vanishes exits at once
         return summary
-
-
-def _takes(fn: Any, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
 
 
 def _ask_tune_to_stop() -> None:
