@@ -154,15 +154,20 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_pbt_exploits_across_two_worker_trials(tmp_path: Path) -> None:
-    """Two trials of two workers each, every interval a Ray Train segment: PBT copies the
-    better trial's segment checkpoint into the worse one, which continues from it."""
+    """Three trials of two workers each, all at once, every interval a Ray Train segment: PBT
+    copies a better trial's segment checkpoint into a worse one, which continues from it.
+
+    As in test_tune: three trials that run together. Two trials that improve at every report
+    each look best when they report (no exploit, seen in CI), and a trial that starts after the
+    others finished has nobody to be compared with (PBT's quantiles skip finished trials)."""
     import json
     import socket
 
     from test_tune import gantune, make_space
 
     space = make_space(tmp_path, "mw", **{
-        "{cpus_per_worker: 1}": "{workers_per_trial: 2, cpus_per_worker: 0.5}",
+        "num_samples: 2": "num_samples: 3",
+        "{cpus_per_worker: 1}": "{workers_per_trial: 2, cpus_per_worker: 0.25}",  # 3 x 2 x 0.25 CPU
         "quantile_fraction: 0.5, resample_probability: 0.5": "quantile_fraction: 0.5, resample_probability: 1.0",
     })
     proc = gantune("tune", str(space), cwd=tmp_path)
@@ -170,7 +175,7 @@ def test_pbt_exploits_across_two_worker_trials(tmp_path: Path) -> None:
     assert "summary: " in proc.stdout
     summary = json.loads((tmp_path / "runs" / "mw" / "summary.json").read_text())
     trials = summary["trials"]
-    assert len(trials) == 2
+    assert len(trials) == 3
     for t in trials:
         assert t["history"][-1]["step"] == 6
         assert t["hosts"] == [socket.gethostname()]  # both workers on this one host
