@@ -158,6 +158,7 @@ def _cmd_slurm(args: argparse.Namespace) -> None:
         space=space, nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_node=cpus,
         partition=args.partition, time_min=args.time, account=args.account, qos=args.qos,
         constraint=args.constraint, mem=args.mem, workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker,
         smoke=args.smoke, name=args.name,
     )
     if args.dry_run:
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--mem", default=None, help="memory per node, as sbatch --mem (e.g. 64G)")
     slurm.add_argument("--workers-per-trial", type=_positive_int, default=None,
                        help="Ray Train workers per trial: one GPU each, or one node each without GPUs")
+    slurm.add_argument("--cpus-per-worker", type=_positive_int, default=None,
+                       help="CPUs of each worker (default: C // G with GPUs, the whole node without)")
     slurm.add_argument("--smoke", action="store_true", help="2 trials, a few steps: check the set-up")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch script and Ray commands")
     slurm.add_argument("--name", default=None,

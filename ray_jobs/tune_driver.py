@@ -43,6 +43,7 @@ class SearchSpec:
     perturbation_interval: int = 1  # in evaluations (= reports)
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    synch: bool = False  # PBT decides when every trial has reached the interval (Tune's synch)
     num_samples: int = 4
     max_concurrent: int = 0  # 0: as many as resources allow
     resources: TrialResources = field(default_factory=TrialResources)
@@ -93,7 +94,7 @@ def parse_domain(where: str, text: Any) -> Any:
 
 _SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent",
               "resources", "storage_path", "eval_every"}
-_SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability"}
+_SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability", "synch"}
 
 
 def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
@@ -132,6 +133,11 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         raise GantuneError(f"{path}: scheduler.name must be one of {list(_SCHEDULERS)}, got {sched.get('name')!r}")
     if sched.get("name") == "pbt" and not space:
         raise GantuneError(f"{path}: pbt needs a non-empty space to perturb")
+    synch = sched.get("synch", False)
+    if not isinstance(synch, bool):
+        raise GantuneError(f"{path}: scheduler.synch must be true or false, got {synch!r}")
+    if synch and sched.get("name") != "pbt":
+        raise GantuneError(f"{path}: scheduler.synch applies to pbt only (scheduler.name is {sched.get('name')!r})")
     resources = parse_resources(path, raw.get("resources") or {})
     num_samples = raw.get("num_samples", 4)
     if not isinstance(num_samples, int) or num_samples < 1:
@@ -155,6 +161,7 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         perturbation_interval=number("scheduler.perturbation_interval", sched.get("perturbation_interval", 1), int, 1),
         quantile_fraction=number("scheduler.quantile_fraction", sched.get("quantile_fraction", 0.25), float, 0, 0.5),
         resample_probability=number("scheduler.resample_probability", sched.get("resample_probability", 0.25), float, 0, 1),
+        synch=synch,
         num_samples=num_samples,
         max_concurrent=number("max_concurrent", raw.get("max_concurrent", 0), int, 0),
         resources=resources,
@@ -220,6 +227,7 @@ def _scheduler(spec: SearchSpec) -> Any:
             hyperparam_mutations=spec.space,
             quantile_fraction=spec.quantile_fraction,
             resample_probability=spec.resample_probability,
+            synch=spec.synch,
         )
     if spec.scheduler == "asha":
         n_evals = max(spec.base.train.steps // spec.base.eval.every, 1)
@@ -284,6 +292,11 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
                  log_to_driver=True, configure_logging=False, _node_ip_address="127.0.0.1")
     max_concurrent = _max_concurrent(spec)
+    if spec.synch and max_concurrent is not None and max_concurrent < spec.num_samples:
+        # Trials past the limit start only when others finish: synchronous PBT then compares
+        # the trials that run together.
+        log.warning("%s: scheduler.synch with %d of %d trials at once: PBT compares those that run together",
+                    spec.path, max_concurrent, spec.num_samples)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base),
                              resources=dataclasses.asdict(spec.resources)),

@@ -50,6 +50,7 @@ class SlurmRequest:
     constraint: str | None = None
     mem: str | None = None
     workers_per_trial: int | None = None
+    cpus_per_worker: int | None = None  # default: C // G with GPUs, the whole node without
     smoke: bool = False
     name: str | None = None
 
@@ -62,19 +63,27 @@ class SlurmRequest:
         if self.time_min * 60 <= 2 * SIGNAL_DELAY_S:
             raise GantuneError(f"--time {self.time_min}: too short; the job is warned {SIGNAL_DELAY_S} s "
                                "before its limit and needs time to run before that")
-        workers = self.nodes * max(self.gpus_per_node, 1)
+        cpus = self.worker_cpus()
+        if cpus * max(self.gpus_per_node, 1) > self.cpus_per_node:
+            raise GantuneError(f"--cpus-per-worker {cpus}: {max(self.gpus_per_node, 1)} worker(s) per node "
+                               f"need more than --cpus-per-node {self.cpus_per_node}")
+        per_node = self.gpus_per_node or self.cpus_per_node // cpus
+        workers = self.nodes * per_node
         if self.workers_per_trial is not None and not 1 <= self.workers_per_trial <= workers:
             raise GantuneError(f"--workers-per-trial {self.workers_per_trial}: the job has {workers} "
-                               f"worker slot(s) ({self.nodes} node(s) x {max(self.gpus_per_node, 1)})")
+                               f"worker slot(s) ({self.nodes} node(s) x {per_node})")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise GantuneError(f"--name {self.name!r}: expected a plain folder name")
 
+    def worker_cpus(self) -> int:
+        """A worker is one GPU with its share of the node's CPUs, or a whole node without GPUs,
+        unless --cpus-per-worker says otherwise."""
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        return self.cpus_per_node // self.gpus_per_node if self.gpus_per_node else self.cpus_per_node
+
     def resources(self) -> dict[str, Any]:
-        """A worker is one GPU with its share of the node's CPUs, or a whole node without GPUs."""
-        out: dict[str, Any] = (
-            {"cpus_per_worker": self.cpus_per_node // self.gpus_per_node, "gpus_per_worker": 1}
-            if self.gpus_per_node else {"cpus_per_worker": self.cpus_per_node, "gpus_per_worker": 0}
-        )
+        out: dict[str, Any] = {"cpus_per_worker": self.worker_cpus(), "gpus_per_worker": 1 if self.gpus_per_node else 0}
         if self.workers_per_trial is not None:
             out["workers_per_trial"] = self.workers_per_trial
         return out
@@ -243,7 +252,8 @@ def command_line(req: SlurmRequest, name: str) -> list[str]:
             str(req.gpus_per_node), "--cpus-per-node", str(req.cpus_per_node), "--partition",
             req.partition, "--time", str(req.time_min)]
     for flag, value in (("--account", req.account), ("--qos", req.qos), ("--constraint", req.constraint),
-                        ("--mem", req.mem), ("--workers-per-trial", req.workers_per_trial)):
+                        ("--mem", req.mem), ("--workers-per-trial", req.workers_per_trial),
+                        ("--cpus-per-worker", req.cpus_per_worker)):
         if value is not None:
             argv += [flag, str(value)]
     return argv + (["--smoke"] if req.smoke else []) + ["--name", name]

@@ -57,6 +57,10 @@ def test_dry_run_prints_the_sbatch_script_and_the_ray_commands(
      "--workers-per-trial 3: the job has 2 worker slot(s)"),
     (["--partition", "debug", "--time", "20", "--cpus-per-node", "2", "--gpus-per-node", "4"],
      "--cpus-per-node 2 is fewer than --gpus-per-node 4"),
+    (["--partition", "debug", "--time", "20", "--cpus-per-worker", "3"],
+     "--cpus-per-worker 3: 1 worker(s) per node need more than --cpus-per-node 2"),
+    (["--partition", "debug", "--time", "20", "--nodes", "2", "--cpus-per-worker", "1", "--workers-per-trial", "5"],
+     "--workers-per-trial 5: the job has 4 worker slot(s) (2 node(s) x 2)"),
     (["--partition", "debug", "--time", "20", "--nodes", "0"], "--nodes: expected a positive integer"),
     (["--partition", "debug", "--time", "20", "--name", "a/b"], "--name 'a/b': expected a plain folder name"),
 ])
@@ -171,8 +175,8 @@ def _diagnosis(job_id: str, state: dict[str, str], log: Path) -> str:
     return "\n".join([f"state: {state}", "slurmctld:", *said[-20:], "node 0's log:", log.read_text()[-3000:]])
 
 
-def _submit(capsys: pytest.CaptureFixture[str], name: str, *extra: str) -> tuple[str, Path]:
-    rc, out, err = _gantune(capsys, "slurm", str(DEMO), "--nodes", "2", "--partition", "debug",
+def _submit(capsys: pytest.CaptureFixture[str], name: str, *extra: str, space: Path = DEMO) -> tuple[str, Path]:
+    rc, out, err = _gantune(capsys, "slurm", str(space), "--nodes", "2", "--partition", "debug",
                             "--time", "20", "--smoke", "--name", name, *extra)
     assert rc == 0, err
     info = json.loads((Path("runs") / f"{name}.slurm" / "job.json").read_text())
@@ -244,3 +248,43 @@ def test_a_search_requeued_by_slurm_resumes_without_losing_or_repeating_reports(
     # As on preemption or by an admin: SLURM ends the job's processes without warning.
     before = _interrupt_after_first_report(job_id, exp_dir, ["scontrol", "requeue", job_id])
     _assert_resumed(job_id, exp_dir, before, tmp_path / "runs" / "requeue.slurm" / "logs" / f"{job_id}_0_log.err")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_pbt_exploits_across_two_worker_trials_on_two_hosts(
+        slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two trials of two 1-CPU workers, one worker per host, both trials at once on the 2 hosts.
+    Synchronous PBT decides once both reached the interval, so the worse trial always copies the
+    better one's segment checkpoint (asynchronous PBT exploits only where reports happen to
+    interleave badly for a trial), and its next segment continues from it on both hosts."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["base"] = str(DEMO.parent / spec["base"])
+    spec["scheduler"]["synch"] = True
+    spec["resources"] = {"workers_per_trial": 2, "placement": "spread"}
+    space = tmp_path / "synch.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    job_id, exp_dir = _submit(capsys, "exploit", "--cpus-per-worker", "1", space=space)
+    state = _wait_for_end(job_id, timeout_s=900)
+    assert state["JobState"] == "COMPLETED", _diagnosis(
+        job_id, state, tmp_path / "runs" / "exploit.slurm" / "logs" / f"{job_id}_0_log.err")
+    trials = json.loads((exp_dir / "summary.json").read_text())["trials"]
+    assert len(trials) == 2
+    for t in trials:
+        assert t["error"] is None
+        assert t["history"][-1]["step"] == 4
+        assert t["hosts"] == ["node1", "node2"]
+        assert not (Path(t["path"]) / "segments").exists()  # Train's copies go once Tune has its own
+    exploited = [t for t in trials if t["exploits"]]
+    assert exploited, "synchronous PBT did not exploit"
+    for t in exploited:
+        first_after = next(h for h in t["history"] if "restored_from" in h)
+        assert first_after["restored_from"] != t["trial_id"]
+        # The next segment continued from the donor's step (or rescored its final checkpoint).
+        assert first_after["step"] == min(first_after["restored_step"] + 2, 4)
+        assert t["lineage"][-1]["from_trial"] in {d["trial_id"] for d in trials} - {t["trial_id"]}
+    _no_ray_left(job_id)

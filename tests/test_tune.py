@@ -146,6 +146,10 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
         ({"base: base.yaml": "base: nowhere.yaml"}, "nowhere.yaml: no such file"),
         ({"perturbation_interval: 1": "perturbation_interval: often"}, "perturbation_interval must be an integer"),
         ({"quantile_fraction: 0.5": "quantile_fraction: 0.9"}, r"quantile_fraction must be a number in \[0, 0.5\]"),
+        ({"resample_probability: 0.5}": "resample_probability: 0.5, synch: yes please}"},
+         "scheduler.synch must be true or false, got 'yes please'"),
+        ({"name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}": "name: none, synch: true}"},
+         "scheduler.synch applies to pbt only"),
     ],
 )
 def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str) -> None:
