@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from gantune.errors import GantuneError
-from ray_jobs.trainer import checkpoint_meta
+from ray_jobs.checkpoint import read_meta
 
 
 def _lineage(checkpoint: Any) -> list[dict[str, Any]]:
     if checkpoint is None:
         return []
     try:
-        return list(checkpoint_meta(Path(checkpoint.path)).get("lineage", []))
+        return list(read_meta(Path(checkpoint.path)).get("lineage", []))
     except GantuneError:
         return []
 

@@ -2,7 +2,8 @@
 
 Reads top to bottom: distributed set-up, data, networks and engines, then `train(k)` runs k
 steps of the phases (D, then G against a frozen D), `evaluate()` scores G_ema on the fixed
-evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder. The
+evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder
+(checkpoint.py). The
 trial function (trial.py), a multi-worker segment (segment.py) and `gantune train` (cli.py) all
 drive this one class.
 
@@ -22,9 +23,7 @@ import logging
 import math
 import os
 import random
-import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,17 +34,15 @@ from torch.utils.data import DataLoader
 
 from gantune.errors import GantuneError
 from models.sync_batchnorm import convert_sync_batchnorm
+from ray_jobs import checkpoint
 from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
-from ray_jobs.engine_checkpoint import load_engine
 from ray_jobs.config import Config
 from ray_jobs.family_spade import SpadeFamily
 from ray_jobs.logging_tb import TrialLogger
 
 log = logging.getLogger(__name__)
 
-COMPLETE_MARKER = "COMPLETE"
-STATE_FILE = "trainer_state.pt"
 # A diverged trial reports this instead of NaN: PBT sorts NaN scores wrongly.
 DIVERGED_SCORE = 1e6
 
@@ -311,59 +308,25 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     def save(self, ckpt_dir: Path) -> Path:
         """Write G, D (engines with optimizer state), G_ema, step, RNG and config into
-        ckpt_dir, atomically: a temp folder renamed into place, with a completion marker.
-
-        Collective: every rank calls it with the same ckpt_dir (on a filesystem all ranks see).
-        Rank 0 names the temp folder, every engine saves its part into it, and the marker is
-        written only after a barrier, once every rank's part is on disk."""
-        ckpt_dir = Path(ckpt_dir)
-        tmp = None
-        if self.rank == 0:
-            ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp-"))
-        tmp = ddp.broadcast_object(tmp)
-        self.G.save_checkpoint(str(tmp), tag="G")
-        self.D.save_checkpoint(str(tmp), tag="D")
-        rngs = ddp.all_gather_object({  # each rank's own stream of noise and augmentation
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        })
-        ddp.barrier()
-        if self.rank == 0:
-            state = {
-                "G_ema": self.G_ema.state_dict(),
-                "step": self.step,
-                "nimg": self.nimg,
-                "config": config_lib.to_dict(self.cfg),
-                "trial_id": self.trial_id,
-                "lineage": self.lineage,
-                "rng": rngs,  # one per rank
-            }
-            torch.save(state, tmp / STATE_FILE)
-            # Written last; what it says is what callers read without loading the weights.
-            meta = {"step": self.step, "trial_id": self.trial_id, "lineage": self.lineage, "world": self.world}
-            (tmp / COMPLETE_MARKER).write_text(json.dumps(meta) + "\n")
-            if ckpt_dir.exists():
-                shutil.rmtree(ckpt_dir)
-            os.replace(tmp, ckpt_dir)
-        ddp.barrier()
-        return ckpt_dir
+        ckpt_dir, atomically (checkpoint.py). Collective: every rank calls it with the same
+        ckpt_dir, on a filesystem all ranks see."""
+        rngs = ddp.all_gather_object(checkpoint.rng_state())  # each rank's own stream
+        state = {
+            "G_ema": self.G_ema.state_dict(),
+            "step": self.step,
+            "nimg": self.nimg,
+            "config": config_lib.to_dict(self.cfg),
+            "trial_id": self.trial_id,
+            "lineage": self.lineage,
+            "rng": rngs,  # one per rank
+        }
+        meta = {"step": self.step, "trial_id": self.trial_id, "lineage": self.lineage, "world": self.world}
+        return checkpoint.save(ckpt_dir, {"G": self.G, "D": self.D}, state, meta)
 
     def load(self, ckpt_dir: Path) -> None:
-        """Restore everything save() wrote. A folder without its completion marker (a torn
-        write) or with missing parts is refused, never silently a fresh start."""
+        """Restore everything save() wrote; a torn or incomplete folder is refused."""
         ckpt_dir = Path(ckpt_dir)
-        if not (ckpt_dir / COMPLETE_MARKER).is_file():
-            raise GantuneError(f"{ckpt_dir}: incomplete checkpoint (no {COMPLETE_MARKER} marker)")
-        for part in ("G", "D", STATE_FILE):
-            if not (ckpt_dir / part).exists():
-                raise GantuneError(f"{ckpt_dir}: checkpoint is missing {part}")
-        try:
-            state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise GantuneError(f"{ckpt_dir / STATE_FILE}: unreadable checkpoint state ({e})") from None
+        state = checkpoint.read_state(ckpt_dir, ["G", "D"])
         # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
         saved = state["config"]
         shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes"]
@@ -376,9 +339,9 @@ class Trainer:
                 + ", ".join(f"{k}={theirs.get(k)!r}" for k in differ)
                 + " but this config has " + ", ".join(f"{k}={mine.get(k)!r}" for k in differ)
             )
-        saved_world = int(checkpoint_meta(ckpt_dir).get("world", 1))
+        saved_world = int(checkpoint.read_meta(ckpt_dir).get("world", 1))
         for engine, tag in ((self.G, "G"), (self.D, "D")):
-            load_engine(engine, ckpt_dir, tag, saved_world, scratch=self.run_dir)
+            checkpoint.load_engine(engine, ckpt_dir, tag, saved_world, scratch=self.run_dir)
         try:
             self.G_ema.load_state_dict(state["G_ema"])
         except RuntimeError as e:
@@ -390,14 +353,8 @@ class Trainer:
             # A PBT exploit: this trial continues from another trial's weights.
             self.restored_from = {"step": self.step, "from_trial": state["trial_id"], "time": time.time()}
             self.lineage.append(self.restored_from)
-        rngs = state["rng"]
-        if len(rngs) == self.world:  # the same ranks: each continues its own stream
-            rng = rngs[self.rank]
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        if len(state["rng"]) == self.world:  # the same ranks: each continues its own stream
+            checkpoint.set_rng_state(state["rng"][self.rank])
         else:  # another world size: fresh per-rank streams, still a function of seed and step
             self._seed_everything(self.cfg.train.seed + self.rank + 7919 * self.step)
         self._batches = self._batch_iterator()
@@ -407,13 +364,3 @@ class Trainer:
         if self.logger is not None:
             self.logger.close()
 
-
-def checkpoint_meta(ckpt_dir: Path) -> dict[str, Any]:
-    """step, trial_id, lineage and world size of a complete checkpoint, from its marker."""
-    marker = Path(ckpt_dir) / COMPLETE_MARKER
-    if not marker.is_file():
-        raise GantuneError(f"{ckpt_dir}: incomplete checkpoint (no {COMPLETE_MARKER} marker)")
-    try:
-        return dict(json.loads(marker.read_text()))
-    except (ValueError, TypeError):
-        raise GantuneError(f"{marker}: not a gantune checkpoint marker (written by an older version?)") from None

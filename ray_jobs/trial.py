@@ -22,7 +22,8 @@ from ray import tune
 from ray_jobs import config as config_lib
 from ray_jobs.config import Config
 from ray_jobs.segment import TrialResources, drop_segment, interval_report, run_segment
-from ray_jobs.trainer import Trainer, checkpoint_meta
+from ray_jobs.checkpoint import read_meta
+from ray_jobs.trainer import Trainer
 
 
 def searched_values(config: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
     # before it could drop them. None of its segments runs now.
     shutil.rmtree(trial_dir / "segments", ignore_errors=True)
     checkpoint = tune.get_checkpoint()  # Tune's copy on the storage path, which every node sees
-    meta = checkpoint_meta(Path(checkpoint.path)) if checkpoint is not None else {"step": 0, "trial_id": trial_id}
+    meta = read_meta(Path(checkpoint.path)) if checkpoint is not None else {"step": 0, "trial_id": trial_id}
     # As in-process: a clone of a donor's final checkpoint still reports once.
     step, must_report = int(meta["step"]), meta["trial_id"] != trial_id
     while step < cfg.train.steps or must_report:

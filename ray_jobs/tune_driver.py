@@ -205,6 +205,8 @@ def _check_batch(spec: SearchSpec) -> None:
 def _smoke(spec: SearchSpec) -> SearchSpec:
     """`--smoke`: any search as 2 trials of 2 evaluations of a few steps, at the family's
     smallest width and a small image, for a first try and for CI."""
+    from ray import tune
+
     from ray_jobs.family_spade import SMOKE_OVERRIDES
 
     every = 2
@@ -214,7 +216,10 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,
     }, f"{spec.path} --smoke")
-    return dataclasses.replace(spec, base=base, num_samples=2)
+    # A grid multiplies the samples (2 x each grid's size): in a smoke run its values are drawn.
+    space = {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
+             for k, v in spec.space.items()}
+    return dataclasses.replace(spec, base=base, space=space, num_samples=2)
 
 
 def _scheduler(spec: SearchSpec) -> Any:

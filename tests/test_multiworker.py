@@ -13,7 +13,8 @@ from gantune.errors import GantuneError
 from ray_jobs import config as C
 from ray_jobs.distributed import ShardedBatchSampler
 from ray_jobs.segment import TrialResources, run_segment
-from ray_jobs.trainer import Trainer, checkpoint_meta
+from ray_jobs.checkpoint import read_meta
+from ray_jobs.trainer import Trainer
 
 
 def tiny(tmp_path: Path, **values: object) -> C.Config:
@@ -108,7 +109,7 @@ def test_two_workers_step_like_one_and_checkpoints_cross_world_sizes(
     report, ckpt2 = run_segment(C.to_dict(cfg), TrialResources(workers_per_trial=2), tmp_path / "trial", "t",
                                 str(ckpt1))
     assert report["step"] == 2 and report["metric/fd_random_inception"] > 0
-    assert checkpoint_meta(Path(ckpt2.path))["world"] == 2
+    assert read_meta(Path(ckpt2.path))["world"] == 2
 
     # Read back at 1 worker: the same weights, and the same next step (optimizer state too).
     back = Trainer(cfg, tmp_path / "back", trial_id="t")

@@ -10,7 +10,8 @@ import torch
 
 from gantune.errors import GantuneError
 from ray_jobs import config as C
-from ray_jobs.trainer import COMPLETE_MARKER, Trainer, ema_beta
+from ray_jobs.checkpoint import COMPLETE_MARKER
+from ray_jobs.trainer import Trainer, ema_beta
 
 
 def tiny(tmp_path: Path, **values: object) -> C.Config:

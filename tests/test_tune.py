@@ -196,3 +196,17 @@ def test_grid_search_without_scheduler(tmp_path: Path) -> None:
     assert sorted(t["config"]["loss.lambda_cx"] for t in summary["trials"]) == [0.5, 2.0]
     for t in summary["trials"]:
         assert [h["step"] for h in t["history"]] == [3, 6] and not t["exploits"]
+
+
+def test_smoke_shrinks_any_search_to_two_short_trials(tmp_path: Path) -> None:
+    from ray_jobs.tune_driver import _smoke, load_spec
+
+    spec = _smoke(load_spec(make_space(tmp_path, **{
+        "num_samples: 2": "num_samples: 8",
+        "name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5": "name: none",
+        "optim.lr_G: loguniform(1e-5, 1e-3)": "optim.lr_G: grid([1e-5, 1e-4, 1e-3])",
+    })))
+    assert spec.num_samples == 2
+    # A grid would make 2 x 3 trials: its values are drawn instead.
+    assert spec.space["optim.lr_G"].categories == [1e-5, 1e-4, 1e-3]
+    assert (spec.base.train.steps, spec.base.eval.every, spec.base.data.size_px) == (4, 2, 32)
