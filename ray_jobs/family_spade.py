@@ -110,10 +110,11 @@ class SpadeFamily:
                 loss.to(device)
         return self
 
-    def _d_input(self, label: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def _d_input(self, label: torch.Tensor, image: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """D's [label, image] input, augmented; `groups` stacked copies share each draw."""
         policy = self.cfg.train.diffaug
         if policy:
-            return diff_augment(image, label, policy)
+            return diff_augment(image, label, policy, groups)
         return torch.cat([label, image], dim=1)
 
     def d_loss(self, G: nn.Module, D: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -130,8 +131,9 @@ class SpadeFamily:
         lo, p = self.cfg.loss, self.perceptual
         label, real = batch["label"], batch["image"]
         fake, mu, logvar = G(label, real)
-        # D sees fake and real in one pass, as SPADE's discriminate(), for feature matching.
-        pred = D(self._d_input(torch.cat([label, label]), torch.cat([fake, real])))
+        # D sees fake and real in one pass, as SPADE's discriminate(), for feature matching; a
+        # fake and its real share one augmentation draw.
+        pred = D(self._d_input(torch.cat([label, label]), torch.cat([fake, real]), groups=2))
         n = fake.shape[0]
         pred_fake = [[f[:n] for f in scale] for scale in pred]
         pred_real = [[f[n:] for f in scale] for scale in pred]

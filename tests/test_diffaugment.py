@@ -50,3 +50,31 @@ def test_shapes_and_gradients(policy: str) -> None:
     assert out.shape == (2, 7, 16, 16)
     out.sum().backward()
     assert image.grad is not None and torch.isfinite(image.grad).all()
+
+
+def test_a_fake_and_its_real_share_one_draw_in_the_joint_pass() -> None:
+    """SPADE's G step sends [fake; real] through D in one pass for feature matching. With a
+    fake equal to its real, every augmented pair is identical and feature matching is 0;
+    draws made per sample over the joint batch shift or cut them differently."""
+    from ray_jobs import config as C
+    from ray_jobs.family_spade import SpadeFamily
+
+    class Copy(torch.nn.Module):  # a "generator" whose fake is exactly the real image
+        def forward(self, label: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+            return image, None, None
+
+    cfg = C.with_values(C.Config(), {
+        "data.num_classes": 4, "model.ndf": 8, "model.num_D": 2, "model.n_layers_D": 2,
+        "loss.lambda_vgg": 0.0, "loss.lambda_cx": 0.0, "loss.lambda_dists": 0.0, "loss.lambda_ffl": 0.0,
+        "loss.lambda_feat": 10.0, "train.diffaug": "color,translation,cutout",
+    })
+    family = SpadeFamily(cfg)
+    torch.manual_seed(0)
+    label = torch.nn.functional.one_hot(torch.randint(0, 4, (4, 32, 32)), 4).permute(0, 3, 1, 2).float()
+    batch = {"label": label, "image": torch.rand(4, 3, 32, 32) * 2 - 1}
+    _, logs = family.g_loss(Copy(), family.build_D(), batch)
+    assert logs["loss/G/feat"] == 0.0
+    # Shared per pair, not per batch: with one group the same stacked copies come out apart.
+    x = torch.rand(3, 4, 16, 16).repeat(2, 1, 1, 1)
+    assert torch.equal(*diff_augment(x[:, 1:], x[:, :1], "color,translation,cutout", groups=2).chunk(2))
+    assert not torch.equal(*diff_augment(x[:, 1:], x[:, :1], "color,translation,cutout").chunk(2))
