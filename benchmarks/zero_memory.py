@@ -52,12 +52,12 @@ def worker(loop_config: dict[str, Any]) -> None:
     cfg = config_lib.from_dict(loop_config["config"], "benchmark config")
     tr = Trainer(cfg, Path(loop_config["run_dir"]) / f"rank{ray.train.get_context().get_world_rank()}")
     tr.train(1)
-    g, d = _tensor_bytes(tr.G.optimizer.state_dict()), _tensor_bytes(tr.D.optimizer.state_dict())
+    g, d = (_tensor_bytes(tr.engines[n].optimizer.state_dict()) for n in ("G", "D"))
     mine = {
         "moments_mb": (g["moments"] + d["moments"]) / 2**20,
         "fp32_partition_mb": (g["other"] + d["other"]) / 2**20,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "params_mb": sum(p.numel() * p.element_size() for e in (tr.G, tr.D) for p in e.module.parameters()) / 2**20,
+        "params_mb": sum(p.numel() * p.element_size() for e in tr.engines.values() for p in e.module.parameters()) / 2**20,
     }
     ranks = ddp.all_gather_object(mine)
     if tr.rank == 0:  # Train V2 keeps metrics only with checkpoints: a file says it plainly

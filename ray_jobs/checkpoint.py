@@ -3,7 +3,8 @@
 A checkpoint is one folder that every rank writes into:
 
     <tag>/              each DeepSpeed engine's own checkpoint (DeepSpeed's layout), one per net
-    trainer_state.pt    the rest of the state (G_ema, step, config, lineage, each rank's RNG)
+    trainer_state.pt    the rest of the state (EMA copies such as G_ema, step, config, lineage,
+                        each rank's RNG)
     COMPLETE            written last, JSON: step, trial_id, lineage, world size
 
 It is built in a temp folder next to its final place and renamed there, so a folder with the

@@ -35,10 +35,9 @@ class TrialLogger:
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
-    def images(self, batch: dict[str, torch.Tensor], fake: torch.Tensor, step: int) -> None:
-        label_ids = batch["label"].argmax(1)
-        grid = image_grid(label_ids, batch["image"], fake)
-        self.writer.add_image("images/label_real_fake", grid, step, dataformats="HWC")
+    def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+        """An HWC uint8 image grid (a family's `image_grid`)."""
+        self.writer.add_image(tag, grid, step, dataformats="HWC")
         self.writer.flush()
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:

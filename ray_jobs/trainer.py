@@ -1,8 +1,9 @@
-"""The training loop: one DeepSpeed engine for G, one for D, G_ema, evaluation, checkpoints.
+"""The training loop: one DeepSpeed engine per network of the family, EMA copies, evaluation,
+checkpoints.
 
 Reads top to bottom: distributed set-up, data, networks and engines, then `train(k)` runs k
-steps of the phases (D, then G against a frozen D), `evaluate()` scores G_ema on the fixed
-evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder
+steps of the family's phases (for SPADE: D, then G against a frozen D), `evaluate()` scores the
+EMA generator on the fixed evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder
 (checkpoint.py). The
 trial function (trial.py), a multi-worker segment (segment.py) and `gantune train` (cli.py) all
 drive this one class.
@@ -38,7 +39,7 @@ from ray_jobs import checkpoint
 from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
 from ray_jobs.config import Config
-from ray_jobs.family_spade import SpadeFamily
+from ray_jobs.families import FAMILIES
 from ray_jobs.logging_tb import TrialLogger
 
 log = logging.getLogger(__name__)
@@ -127,23 +128,25 @@ class Trainer:
         self._batches = self._batch_iterator()
 
         # Construct networks and engines. One seed on every rank, then rank 0's parameters
-        # (the engines broadcast them) and buffers (broadcast here) everywhere; G_ema is copied
-        # from those.
+        # (the engines broadcast them) and buffers (broadcast here) everywhere; the EMA copies
+        # (G_ema) are loaded from those.
         self._seed_everything(cfg.train.seed)
-        self.family = SpadeFamily(cfg).to(self.device)
-        G, D = self.family.build_G(), self.family.build_D()
-        if self.world > 1:
-            G, D = convert_sync_batchnorm(G), convert_sync_batchnorm(D)
-        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(self.device)
-        self.G, _, _, _ = deepspeed.initialize(
-            model=G, model_parameters=G.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_G, self.world)
-        )
-        self.D, _, _, _ = deepspeed.initialize(
-            model=D, model_parameters=D.parameters(), config=deepspeed_config(cfg, cfg.optim.lr_D, self.world)
-        )
-        for engine in (self.G, self.D):
-            ddp.broadcast_buffers(engine.module)
-        self.G_ema.load_state_dict({k: v.float() for k, v in self.G.module.state_dict().items()})
+        self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
+        self.engines: dict[str, Any] = {}  # net name -> DeepSpeed engine, in the family's order
+        self.ema: dict[str, torch.nn.Module] = {}  # net name -> its EMA copy (float32, eval mode)
+        for net in self.family.nets:
+            module = self.family.build(net.name)
+            if self.world > 1:
+                module = convert_sync_batchnorm(module)
+            ema = copy.deepcopy(module) if net.ema else None  # a plain copy, before DeepSpeed wraps it
+            lr = getattr(cfg.optim, net.lr_key)
+            self.engines[net.name], _, _, _ = deepspeed.initialize(
+                model=module, model_parameters=module.parameters(), config=deepspeed_config(cfg, lr, self.world)
+            )
+            ddp.broadcast_buffers(module)
+            if ema is not None:
+                ema.load_state_dict({k: v.float() for k, v in module.state_dict().items()})
+                self.ema[net.name] = ema.eval().requires_grad_(False).to(self.device)
         self._seed_everything(cfg.train.seed + self.rank)  # per-rank noise and augmentation
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
@@ -182,67 +185,80 @@ class Trainer:
         """Set this trial's searched values: after a PBT exploit the donor's checkpoint brings
         the donor's learning rates, so the trial's own mutated values are re-applied."""
         if cfg != self.cfg:  # new loss weights: rebuild the loss modules (VGG16/VGG19) once
-            self.family = SpadeFamily(cfg).to(self.device)
+            self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
         self.cfg = cfg
-        for engine, lr in ((self.G, cfg.optim.lr_G), (self.D, cfg.optim.lr_D)):
-            for group in engine.optimizer.param_groups:
-                group["lr"] = lr
+        for net in self.family.nets:
+            for group in self.engines[net.name].optimizer.param_groups:
+                group["lr"] = getattr(cfg.optim, net.lr_key)
         config_lib.write(cfg, self.run_dir / "config.yaml")
 
     def hparams(self) -> dict[str, Any]:
         """What TensorBoard's hparams view shows for this run."""
-        return self.family.hparams() | {"lr_G": self.cfg.optim.lr_G, "lr_D": self.cfg.optim.lr_D}
+        return self.family.hparams() | {net.lr_key: getattr(self.cfg.optim, net.lr_key) for net in self.family.nets}
 
-    def learning_rates(self) -> tuple[float, float]:
-        return self.G.optimizer.param_groups[0]["lr"], self.D.optimizer.param_groups[0]["lr"]
+    def learning_rates(self) -> dict[str, float]:
+        """The optimizers' current learning rates, by net name."""
+        return {name: engine.optimizer.param_groups[0]["lr"] for name, engine in self.engines.items()}
 
     # ----------------------------------------------------------------------------------------
     def train(self, n_steps: int, progress: Any = None) -> dict[str, float]:
-        """Run n_steps of D then G. Returns the last logged losses; `diverged` is set when a
-        loss went non-finite (the caller reports DIVERGED_SCORE and stops)."""
+        """Run n_steps of the family's phases. Returns the last logged losses; `diverged` is set
+        when a loss went non-finite (the caller reports DIVERGED_SCORE and stops)."""
         batch_size = self.cfg.optim.batch_size  # global
         logs: dict[str, float] = {}
-        G_module, D_module = self.G.module, self.D.module
+        modules = {name: engine.module for name, engine in self.engines.items()}
         for _ in range(n_steps):
             batch = self._to_device(next(self._batches))
 
-            # Phase D: real vs detached fake.
-            loss_D, logs_D = self.family.d_loss(G_module, self.D, batch)
-            self.D.backward(loss_D)
-            self.D.step()
+            # The phases: one net's engine steps on the phase's loss; the others take part
+            # through their raw modules, frozen (ZeRO-0 refuses a backward that crosses two
+            # engines).
+            logs = {}
+            for phase in self.family.phases:
+                if self.step % phase.every:
+                    continue
+                engine = self.engines[phase.net]
+                nets = {**modules, phase.net: engine}
+                for name, module in modules.items():
+                    module.requires_grad_(name == phase.net)
+                loss, phase_logs = self.family.loss(phase.name, nets, batch)
+                engine.backward(loss)
+                engine.step()
+                self.family.after_step(phase.name, nets)
+                logs |= {**phase_logs, f"loss/{phase.name}/total": loss.item()}
+            for module in modules.values():
+                module.requires_grad_(True)
 
-            # Phase G: D frozen; its raw module, not the engine (ZeRO-0 refuses a backward
-            # that crosses two engines).
-            D_module.requires_grad_(False)
-            loss_G, logs_G = self.family.g_loss(self.G, D_module, batch)
-            self.G.backward(loss_G)
-            self.G.step()
-            D_module.requires_grad_(True)
-
-            # Update G_ema.
+            # Update the EMA copies.
             beta = ema_beta(self.cfg, batch_size, self.nimg)
             with torch.no_grad():
-                for p_ema, p in zip(self.G_ema.parameters(), G_module.parameters()):
-                    p_ema.copy_(p.detach().float().lerp(p_ema, beta))
-                for b_ema, b in zip(self.G_ema.buffers(), G_module.buffers()):
-                    b_ema.copy_(b)
+                for name, ema in self.ema.items():
+                    for p_ema, p in zip(ema.parameters(), modules[name].parameters()):
+                        p_ema.copy_(p.detach().float().lerp(p_ema, beta))
+                    for b_ema, b in zip(ema.buffers(), modules[name].buffers()):
+                        b_ema.copy_(b)
             self.step += 1
             self.nimg += batch_size
 
-            logs = {**logs_D, **logs_G, "loss/G/total": loss_G.item(), "loss/D/total": loss_D.item()}
             if ddp.any_rank(not all(math.isfinite(v) for v in logs.values())):
                 logs["diverged"] = 1.0
                 log.warning("non-finite loss at step %d: %s", self.step, logs)
                 return logs
             if self.logger is not None:
                 if self.step % self.cfg.train.log_every == 0:
-                    lr_G, lr_D = self.learning_rates()
-                    self.logger.scalars({**logs, "lr/G": lr_G, "lr/D": lr_D, "ema/beta": beta}, self.step)
+                    lrs = {f"lr/{name}": lr for name, lr in self.learning_rates().items()}
+                    self.logger.scalars({**logs, **lrs, "ema/beta": beta}, self.step)
                 if self.step % self.cfg.train.image_every == 0:
-                    self.logger.images(batch, self.family.generate(self.G_ema, batch["label"].float(), None), self.step)
+                    inputs = {k: v.float() for k, v in self.family.eval_inputs(batch).items()}  # bf16 batches
+                    fake = self.family.generate(self._eval_nets(), inputs, None)
+                    self.logger.image(*self.family.image_grid(batch, fake), self.step)
             if progress is not None:
                 progress(self.step, logs)
         return logs
+
+    def _eval_nets(self) -> dict[str, torch.nn.Module]:
+        """The nets generation uses: the EMA copy where a net keeps one."""
+        return {name: self.ema.get(name, engine.module) for name, engine in self.engines.items()}
 
     # ----------------------------------------------------------------------------------------
     def _build_evaluator(self) -> Any:
@@ -250,11 +266,11 @@ class Trainer:
 
         e, d = self.cfg.eval, self.cfg.data
         loader = DataLoader(self.eval_set, batch_size=e.batch_size, shuffle=False)
-        labels, reals = [], []
+        inputs, reals = [], []
         for batch in loader:
-            labels.append(batch["label"])
+            inputs.append(self.family.eval_inputs(batch))
             reals.append(batch["image"])
-        self._eval_labels = torch.cat(labels)
+        self._eval_inputs = {k: torch.cat([b[k] for b in inputs]) for k in inputs[0]}
         real01 = (torch.cat(reals) + 1) / 2
         # Everything that decides the evaluation images: the real statistics are cached on it.
         files = ""
@@ -281,19 +297,20 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The objective on G_ema: fixed labels, fixed noise, cached real statistics. Rank 0
-        scores; every rank returns its result."""
+        """The objective on the EMA nets (G_ema): fixed inputs, fixed noise, cached real
+        statistics. Rank 0 scores; every rank returns its result."""
         if self.rank != 0:
             return ddp.broadcast_object(None)
         if self._evaluator is None:
             self._evaluator = self._build_evaluator()
         e = self.cfg.eval
-        noise = self.family.eval_noise(len(self._eval_labels), e.seed)
+        n = len(next(iter(self._eval_inputs.values())))
+        noise = self.family.eval_noise(n, e.seed)
         fakes = []
-        for i in range(0, len(self._eval_labels), e.batch_size):
-            label = self._eval_labels[i : i + e.batch_size].to(self.device)
+        for i in range(0, n, e.batch_size):
+            inputs = {k: v[i : i + e.batch_size].to(self.device) for k, v in self._eval_inputs.items()}
             z = None if noise is None else noise[i : i + e.batch_size].to(self.device)
-            fakes.append(((self.family.generate(self.G_ema, label, z).float() + 1) / 2).clamp(0, 1).cpu())
+            fakes.append(((self.family.generate(self._eval_nets(), inputs, z).float() + 1) / 2).clamp(0, 1).cpu())
         metrics = {k: float(v) for k, v in self._evaluator(torch.cat(fakes)).items()}
         if self.logger is not None:
             self.logger.scalars(metrics, self.step)
@@ -307,12 +324,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------
     def save(self, ckpt_dir: Path) -> Path:
-        """Write G, D (engines with optimizer state), G_ema, step, RNG and config into
+        """Write every net (engines with optimizer state), the EMA copies, step, RNG and config into
         ckpt_dir, atomically (checkpoint.py). Collective: every rank calls it with the same
         ckpt_dir, on a filesystem all ranks see."""
         rngs = ddp.all_gather_object(checkpoint.rng_state())  # each rank's own stream
         state = {
-            "G_ema": self.G_ema.state_dict(),
+            "ema": {name: ema.state_dict() for name, ema in self.ema.items()},
             "step": self.step,
             "nimg": self.nimg,
             "config": config_lib.to_dict(self.cfg),
@@ -321,12 +338,12 @@ class Trainer:
             "rng": rngs,  # one per rank
         }
         meta = {"step": self.step, "trial_id": self.trial_id, "lineage": self.lineage, "world": self.world}
-        return checkpoint.save(ckpt_dir, {"G": self.G, "D": self.D}, state, meta)
+        return checkpoint.save(ckpt_dir, self.engines, state, meta)
 
     def load(self, ckpt_dir: Path) -> None:
         """Restore everything save() wrote; a torn or incomplete folder is refused."""
         ckpt_dir = Path(ckpt_dir)
-        state = checkpoint.read_state(ckpt_dir, ["G", "D"])
+        state = checkpoint.read_state(ckpt_dir, list(self.engines))
         # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
         saved = state["config"]
         shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes"]
@@ -340,12 +357,14 @@ class Trainer:
                 + " but this config has " + ", ".join(f"{k}={mine.get(k)!r}" for k in differ)
             )
         saved_world = int(checkpoint.read_meta(ckpt_dir).get("world", 1))
-        for engine, tag in ((self.G, "G"), (self.D, "D")):
+        for tag, engine in self.engines.items():
             checkpoint.load_engine(engine, ckpt_dir, tag, saved_world, scratch=self.run_dir)
-        try:
-            self.G_ema.load_state_dict(state["G_ema"])
-        except RuntimeError as e:
-            raise GantuneError(f"{ckpt_dir}: G_ema does not match this config's model ({str(e).splitlines()[0]})") from None
+        for name, ema in self.ema.items():
+            try:
+                ema.load_state_dict(state["ema"][name])
+            except (RuntimeError, KeyError) as e:
+                raise GantuneError(f"{ckpt_dir}: the EMA copy of {name} does not match this config's model "
+                                   f"({str(e).splitlines()[0]})") from None
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
         self.lineage = list(state["lineage"])
         self.restored_from = None

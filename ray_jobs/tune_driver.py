@@ -207,11 +207,11 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
     smallest width and a small image, for a first try and for CI."""
     from ray import tune
 
-    from ray_jobs.family_spade import SMOKE_OVERRIDES
+    from ray_jobs.families import FAMILIES
 
     every = 2
     base = config_lib.with_values(spec.base, {
-        **SMOKE_OVERRIDES,
+        **FAMILIES[spec.base.model.family].smoke_overrides,
         "data.size_px": 32, "data.n_train": 16, "data.n_eval": 8,
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,

@@ -57,7 +57,7 @@ def test_a_fake_and_its_real_share_one_draw_in_the_joint_pass() -> None:
     fake equal to its real, every augmented pair is identical and feature matching is 0;
     draws made per sample over the joint batch shift or cut them differently."""
     from ray_jobs import config as C
-    from ray_jobs.family_spade import SpadeFamily
+    from ray_jobs.families.spade import SpadeFamily
 
     class Copy(torch.nn.Module):  # a "generator" whose fake is exactly the real image
         def forward(self, label: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -72,7 +72,7 @@ def test_a_fake_and_its_real_share_one_draw_in_the_joint_pass() -> None:
     torch.manual_seed(0)
     label = torch.nn.functional.one_hot(torch.randint(0, 4, (4, 32, 32)), 4).permute(0, 3, 1, 2).float()
     batch = {"label": label, "image": torch.rand(4, 3, 32, 32) * 2 - 1}
-    _, logs = family.g_loss(Copy(), family.build_D(), batch)
+    _, logs = family.loss("G", {"G": Copy(), "D": family.build("D")}, batch)
     assert logs["loss/G/feat"] == 0.0
     # Shared per pair, not per batch: with one group the same stacked copies come out apart.
     x = torch.rand(3, 4, 16, 16).repeat(2, 1, 1, 1)

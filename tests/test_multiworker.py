@@ -48,9 +48,9 @@ def ray_cluster() -> Iterator[None]:
 
 
 def weights(tr: Trainer) -> dict[str, torch.Tensor]:
-    out = {f"G.{k}": v.float() for k, v in tr.G.module.state_dict().items()}
-    out |= {f"D.{k}": v.float() for k, v in tr.D.module.state_dict().items()}
-    out |= {f"G_ema.{k}": v.float() for k, v in tr.G_ema.state_dict().items()}
+    out = {f"G.{k}": v.float() for k, v in tr.engines["G"].module.state_dict().items()}
+    out |= {f"D.{k}": v.float() for k, v in tr.engines["D"].module.state_dict().items()}
+    out |= {f"G_ema.{k}": v.float() for k, v in tr.ema["G"].state_dict().items()}
     return out
 
 
@@ -126,7 +126,7 @@ def test_two_workers_step_like_one_and_checkpoints_cross_world_sizes(
     # the bound is relative to the state's scale: a state not restored, or from another step,
     # is off by the order of that scale.
     for engine in ("G", "D"):
-        ours, theirs = optimizer_tensors(getattr(back, engine)), optimizer_tensors(getattr(ref, engine))
+        ours, theirs = optimizer_tensors(back.engines[engine]), optimizer_tensors(ref.engines[engine])
         assert len(ours) == len(theirs) > 0
         scale = max(b.abs().max().item() for b in theirs)
         assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < 1e-3 * scale

@@ -31,14 +31,14 @@ def tiny(tmp_path: Path, **values: object) -> C.Config:
 def test_steps_change_weights_and_ema_follows(tmp_path: Path, zero_stage: int) -> None:
     cfg = tiny(tmp_path, **{"optim.zero_stage": zero_stage, "train.diffaug": "color,translation,cutout"})
     tr = Trainer(cfg, tmp_path / "run")
-    before = [p.detach().clone() for p in tr.G.module.parameters()]
+    before = [p.detach().clone() for p in tr.engines["G"].module.parameters()]
     logs = tr.train(2)
     assert tr.step == 2 and tr.nimg == 4
     assert {"loss/G/gan", "loss/G/feat", "loss/G/cx", "loss/G/dists", "loss/G/ffl", "loss/D/real", "loss/D/fake"} <= set(logs)
-    after = list(tr.G.module.parameters())
+    after = list(tr.engines["G"].module.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
     # Ramp-up makes the EMA nearly follow G early on, but it is a different tensor set.
-    ema = dict(tr.G_ema.named_parameters())
+    ema = dict(tr.ema["G"].named_parameters())
     assert all(torch.isfinite(p).all() for p in ema.values())
     tr.close()
 
@@ -64,18 +64,20 @@ def test_checkpoint_round_trip_and_reapplied_hparams(tmp_path: Path) -> None:
     assert metrics["metric/official_inception"] == 0.0
     ckpt = donor.save(tmp_path / "ckpt")
     assert (ckpt / COMPLETE_MARKER).is_file()
+    # One DeepSpeed checkpoint per net of the family, tagged by its name.
+    assert {p.name for p in ckpt.iterdir() if p.is_dir()} == {net.name for net in donor.family.nets} == {"G", "D"}
 
     # The receiving trial has its own (mutated) learning rates and loss weights.
     mutated = C.with_values(cfg, {"optim.lr_G": 3.3e-4, "optim.lr_D": 7.7e-4, "loss.lambda_cx": 5.0})
     receiver = Trainer(mutated, tmp_path / "receiver", trial_id="receiver")
     receiver.load(ckpt)
     assert receiver.step == 2 and receiver.nimg == donor.nimg
-    for a, b in zip(receiver.G.module.state_dict().values(), donor.G.module.state_dict().values()):
+    for a, b in zip(receiver.engines["G"].module.state_dict().values(), donor.engines["G"].module.state_dict().values()):
         assert torch.equal(a, b)
-    for a, b in zip(receiver.G_ema.state_dict().values(), donor.G_ema.state_dict().values()):
+    for a, b in zip(receiver.ema["G"].state_dict().values(), donor.ema["G"].state_dict().values()):
         assert torch.equal(a, b)
     # The donor's optimizer state came with the weights, but not its learning rates.
-    assert receiver.learning_rates() == (3.3e-4, 7.7e-4)
+    assert receiver.learning_rates() == {"G": 3.3e-4, "D": 7.7e-4}
     assert receiver.cfg.loss.lambda_cx == 5.0
     assert receiver.lineage and receiver.lineage[-1]["from_trial"] == "donor"
     receiver.train(1)
@@ -122,8 +124,8 @@ def test_bf16_engines_on_gpu(tmp_path: Path) -> None:
     assert tr.device.type == "cuda"
     logs = tr.train(2)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
-    assert next(tr.G.module.parameters()).dtype == torch.bfloat16
-    assert next(tr.G_ema.parameters()).dtype == torch.float32  # the EMA keeps full precision
+    assert next(tr.engines["G"].module.parameters()).dtype == torch.bfloat16
+    assert next(tr.ema["G"].parameters()).dtype == torch.float32  # the EMA keeps full precision
     metrics = tr.evaluate()
     assert metrics["metric/fd_random_inception"] > 0
 

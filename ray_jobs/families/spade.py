@@ -1,15 +1,15 @@
-"""The SPADE family: label map -> image, with an optional VAE style encoder.
+"""The SPADE family (GauGAN, Park et al. 2019): label map -> image, with an optional VAE style
+encoder, a multi-scale PatchGAN D, and the searched perceptual terms (CX, DISTS, FFL).
 
-A family owns its networks, what it draws from a batch, its losses and its image grid; the
-trainer loop stays one loop for every family. Losses only *compute and report*: each phase
-returns its total and a dict of the unweighted terms for logging.
+Losses only *compute and report*: each phase returns its total and the unweighted terms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -20,11 +20,8 @@ from models.discriminator import MultiscaleDiscriminator
 from models.spade import ConvEncoder, SPADEGenerator, reparameterize
 from ray_jobs.config import Config
 from ray_jobs.diffaugment import diff_augment
+from ray_jobs.families.base import Batch, Net, Phase
 
-Batch = dict[str, torch.Tensor]
-
-# `--smoke`: the smallest SPADE that still has every part (one D scale of two layers).
-SMOKE_OVERRIDES = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
 
 
 class SpadeG(nn.Module):
@@ -77,11 +74,11 @@ def build_perceptual(cfg: Config) -> PerceptualLosses:
     from losses.perceptual import VGGLoss
 
     lo = cfg.loss
-    backbone = dict(random_weights=lo.random_backbones, weights_dir=lo.weights_dir or None)
+    rw, wd = lo.random_backbones, lo.weights_dir or None
     return PerceptualLosses(
-        vgg=VGGLoss(**backbone) if lo.lambda_vgg > 0 else None,
-        cx=ContextualLoss(h=lo.cx_h, **backbone) if lo.lambda_cx > 0 else None,
-        dists=DISTS(**backbone) if lo.lambda_dists > 0 else None,
+        vgg=VGGLoss(random_weights=rw, weights_dir=wd) if lo.lambda_vgg > 0 else None,
+        cx=ContextualLoss(h=lo.cx_h, random_weights=rw, weights_dir=wd) if lo.lambda_cx > 0 else None,
+        dists=DISTS(random_weights=rw, weights_dir=wd) if lo.lambda_dists > 0 else None,
         ffl=FocalFrequencyLoss(alpha=lo.ffl_alpha) if lo.lambda_ffl > 0 else None,
     )
 
@@ -89,14 +86,18 @@ def build_perceptual(cfg: Config) -> PerceptualLosses:
 class SpadeFamily:
     """Phases: D on real and detached fake, then G against the frozen D."""
 
+    nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True), Net("D", "lr_D"))
+    phases: ClassVar[tuple[Phase, ...]] = (Phase("D", "D"), Phase("G", "G"))
+    # `--smoke`: the smallest SPADE that still has every part (one D scale of two layers).
+    smoke_overrides: ClassVar[dict[str, Any]] = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.perceptual = build_perceptual(cfg)
 
-    def build_G(self) -> nn.Module:
-        return SpadeG(self.cfg)
-
-    def build_D(self) -> nn.Module:
+    def build(self, net: str) -> nn.Module:
+        if net == "G":
+            return SpadeG(self.cfg)
         return MultiscaleDiscriminator(
             input_nc=self.cfg.data.num_classes + 3,
             num_D=self.cfg.model.num_D,
@@ -116,6 +117,12 @@ class SpadeFamily:
         if policy:
             return diff_augment(image, label, policy, groups)
         return torch.cat([label, image], dim=1)
+
+    def loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return (self.d_loss if phase == "D" else self.g_loss)(nets["G"], nets["D"], batch)
+
+    def after_step(self, phase: str, nets: Mapping[str, nn.Module]) -> None:
+        pass
 
     def d_loss(self, G: nn.Module, D: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         mode = self.cfg.loss.gan_mode
@@ -158,11 +165,19 @@ class SpadeFamily:
         assert isinstance(total, torch.Tensor)
         return total, {f"loss/G/{k}": t.item() for k, (_, t) in terms.items()}
 
+    def eval_inputs(self, batch: Batch) -> Batch:
+        return {"label": batch["label"]}
+
     @torch.no_grad()
-    def generate(self, G: nn.Module, label: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def generate(self, nets: Mapping[str, nn.Module], inputs: Batch, noise: torch.Tensor | None) -> torch.Tensor:
         """Evaluation samples: from the label alone, with fixed noise when G takes z."""
-        fake, _, _ = G(label, None, noise)
+        fake, _, _ = nets["G"](inputs["label"], None, noise)
         return fake
+
+    def image_grid(self, batch: Batch, fake: torch.Tensor) -> tuple[str, np.ndarray]:
+        from ray_jobs.logging_tb import image_grid
+
+        return "images/label_real_fake", image_grid(batch["label"].argmax(1), batch["image"], fake)
 
     def eval_noise(self, n: int, seed: int) -> torch.Tensor | None:
         if not self.cfg.model.use_vae:

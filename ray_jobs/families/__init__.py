@@ -1,0 +1,15 @@
+"""Generator families, by `model.family`: every family there is, in one dict.
+
+The interface they share is in base.py; each family is a file of its own here.
+"""
+
+from __future__ import annotations
+
+from ray_jobs.families.base import Batch, Family, Net, Phase
+from ray_jobs.families.spade import SpadeFamily
+
+FAMILIES: dict[str, type[Family]] = {
+    "spade": SpadeFamily,
+}
+
+__all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

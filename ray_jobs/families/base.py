@@ -1,0 +1,76 @@
+"""The family interface: what every generator family gives the trainer.
+
+A family is a class in a file of its own here. It names its networks (`nets`: each an engine,
+a checkpoint tag, a learning-rate key and whether it keeps an EMA copy) and its training phases
+(`phases`: which net steps on which loss, and how often), and owns everything that depends on
+the task: building the nets, the losses of each phase, what generation needs from a batch, the
+image grid, its state and hooks. The trainer (trainer.py) is one loop over the phases for every
+family; `models/` keeps only the `nn.Module`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ray_jobs.config import Config
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Net:
+    """One network with its own DeepSpeed engine and optimizer."""
+
+    name: str  # engine name, checkpoint tag, `loss/<phase>/...` prefix: G, D
+    lr_key: str  # the optim key of its learning rate: lr_G
+    ema: bool = False  # keeps an exponential moving average (evaluation and grids use it)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation step of one net on the family's loss for this phase; the other nets
+    take part through their raw modules, frozen."""
+
+    name: str  # the loss's name, logged as loss/<name>/...
+    net: str  # the net whose engine steps
+    every: int = 1  # run at steps divisible by this
+
+
+class Family(Protocol):
+    nets: ClassVar[tuple[Net, ...]]
+    phases: ClassVar[tuple[Phase, ...]]
+    smoke_overrides: ClassVar[dict[str, Any]]  # `--smoke`: the smallest config with every part
+
+    def __init__(self, cfg: Config) -> None: ...
+
+    def build(self, net: str) -> nn.Module:
+        """A fresh network for `net` (the same seed gives the same weights)."""
+
+    def to(self, device: torch.device) -> "Family":
+        """Move the family's own modules (loss networks) to device."""
+
+    def loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The phase's total loss, and its unweighted terms for logging (`loss/<phase>/<term>`)."""
+
+    def after_step(self, phase: str, nets: Mapping[str, nn.Module]) -> None:
+        """A hook after the phase's optimizer step (clipping, a history pool)."""
+
+    def eval_inputs(self, batch: Batch) -> Batch:
+        """What generation needs from an evaluation batch (label, exemplar, low-res input)."""
+
+    def eval_noise(self, n: int, seed: int) -> torch.Tensor | None:
+        """Fixed noise for n evaluation samples, or None when the family takes none."""
+
+    def generate(self, nets: Mapping[str, nn.Module], inputs: Batch, noise: torch.Tensor | None) -> torch.Tensor:
+        """Images in [-1, 1] from evaluation inputs, with the EMA nets where they exist."""
+
+    def image_grid(self, batch: Batch, fake: torch.Tensor) -> tuple[str, np.ndarray]:
+        """TensorBoard's image for a training batch: (tag, HWC uint8 grid)."""
+
+    def hparams(self) -> dict[str, Any]:
+        """The family's searched loss weights, for TensorBoard's hparams view."""
