@@ -87,7 +87,7 @@ def main() -> None:
                 "model.ngf": args.ngf, "model.ndf": 64, "data.num_classes": args.classes,
                 "data.size_px": args.size, "data.n_train": 2 * args.workers, "data.flip": False,
                 "optim.batch_size": args.workers, "optim.zero_stage": stage,
-                "loss.lambda_vgg": 0.0, "train.log_every": 1000, "train.image_every": 1000,
+                "spade.lambda_vgg": 0.0, "train.log_every": 1000, "train.image_every": 1000,
             })
             TorchTrainer(
                 worker,

@@ -1,9 +1,12 @@
 """The training config: YAML -> frozen dataclasses, validated once.
 
-One section per concern (data, model, loss, optim, train, eval). An unknown key is an error
-that suggests the closest known key, a value of the wrong type or out of range is an error that
-names the key, and the resolved config is what every run folder records (`config.yaml`).
-Search spaces and `--set` address fields by dotted keys: `loss.lambda_cx`, `optim.lr_G`.
+One section per concern (data, model, loss, optim, train, eval), plus one per generator family
+(`spade`) for the keys only that family reads. An unknown key is an error that suggests the
+closest known key; a value of the wrong type or out of range, a section of another family than
+`model.family`, and a key set to a value that does nothing in this config (`data.root` while
+`data.source` is scenes) are errors that name the key. The resolved config (with the active
+family's section only) is what every run folder records (`config.yaml`). Search spaces and
+`--set` address fields by dotted keys: `loss.lambda_cx`, `optim.lr_G`, `spade.use_vae`.
 """
 
 from __future__ import annotations
@@ -37,23 +40,47 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str = "spade"
-    ngf: int = 16  # generator width (SPADE's default is 64)
-    ndf: int = 16  # discriminator width
-    num_D: int = 2  # discriminator scales
-    n_layers_D: int = 3
+    family: str = "spade"  # the generator family (ray_jobs/families); its keys: section <family>
+    ngf: int = 16  # generator base width (SPADE's default is 64)
+    D: str = "patchgan"  # label-to-image D: patchgan (SPADE's multi-scale) | sesame (two-stream)
+    ndf: int = 16  # discriminator base width
+    num_D: int = 2  # multi-scale D: scales
+    n_layers_D: int = 3  # multi-scale D: layers per scale
+
+
+@dataclass(frozen=True)
+class SpadeConfig:
+    """model.family: spade (GauGAN, Park et al. 2019)."""
+
+    gan_mode: str = "hinge"  # hinge | ls | original (non-saturating)
+    lambda_feat: float = 10.0  # discriminator feature matching
+    lambda_vgg: float = 10.0  # VGG19 perceptual loss
     num_upsampling_layers: str = "normal"  # normal | more | most
     use_vae: bool = False  # style encoder + KL term
-    z_dim: int = 256
+    z_dim: int = 256  # use_vae: style code size
     param_free_norm: str = "batch"  # batch | instance
+    lambda_kld: float = 0.05  # use_vae: KL divergence of the style code
+
+
+@dataclass(frozen=True)
+class OasisConfig:
+    """model.family: oasis (Schonfeld, Sushko et al. 2021): G from label + 3D noise, a U-Net D
+    that classifies every pixel into N classes + fake. model.ngf and model.ndf are its widths."""
+
+    num_res_blocks: int = 6  # G and D blocks; data.size_px must be a multiple of 2**num_res_blocks
+    z_dim: int = 64  # 3D noise channels, broadcast to every pixel
+    spade_ks: int = 3  # SPADE kernel size
+    param_free_norm: str = "batch"  # batch | instance (synchronised at several workers)
+    lambda_labelmix: float = 10.0  # LabelMix consistency of D
+    class_balancing: bool = True  # N+1 loss weighted by inverse class frequency
+    dontcare_label: bool = False  # label class 0 is "don't care" (ADE20K's unknown): weight 0
+    lambda_vgg: float = 0.0  # VGG19 perceptual loss (OASIS's --add_vgg_loss; 10 when on)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    gan_mode: str = "hinge"  # hinge | ls | original (non-saturating)
-    lambda_feat: float = 10.0  # discriminator feature matching
-    lambda_vgg: float = 10.0  # VGG19 perceptual loss
-    lambda_kld: float = 0.05  # VAE KL divergence (use_vae only)
+    """The generator terms every family can add (its own losses are in its section)."""
+
     lambda_cx: float = 0.0  # contextual loss
     lambda_dists: float = 0.0  # DISTS
     lambda_ffl: float = 0.0  # focal frequency loss
@@ -105,15 +132,21 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Family sections: only the one of model.family may be given, and only it is recorded.
+    spade: SpadeConfig = field(default_factory=SpadeConfig)
+    oasis: OasisConfig = field(default_factory=OasisConfig)
 
 
+FAMILY_SECTIONS = ("spade", "oasis")
 FID_DIMS = (64, 192, 768, 2048)  # pytorch-fid's --dims (backbones.inception.DIMS), torch-free
 _CHOICES: dict[str, tuple[object, ...]] = {
     "data.source": ("scenes", "folder"),
-    "model.family": ("spade",),
-    "model.num_upsampling_layers": ("normal", "more", "most"),
-    "model.param_free_norm": ("batch", "instance"),
-    "loss.gan_mode": ("hinge", "ls", "original"),
+    "model.family": FAMILY_SECTIONS,
+    "model.D": ("patchgan", "sesame"),
+    "spade.num_upsampling_layers": ("normal", "more", "most"),
+    "spade.param_free_norm": ("batch", "instance"),
+    "oasis.param_free_norm": ("batch", "instance"),
+    "spade.gan_mode": ("hinge", "ls", "original"),
     "optim.precision": ("fp32", "bf16"),
     "eval.dims": FID_DIMS,
 }
@@ -123,7 +156,33 @@ _CHOICES: dict[str, tuple[object, ...]] = {
 # weights themselves and is broken in DeepSpeed's own GAN example (DeepSpeedExamples #193).
 _ZERO_STAGES = (0, 1, 2)
 _DIFFAUG = ("color", "translation", "cutout")
-_NONNEGATIVE_PREFIXES = ("loss.lambda_",)
+_NONNEGATIVE_PREFIXES = ("loss.lambda_", "spade.lambda_", "oasis.lambda_")
+# Shared keys a family has no use for: its own D, its own adversarial loss.
+_FAMILY_IGNORES = {
+    "spade": (),
+    "oasis": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug"),
+}
+
+
+def no_effect(cfg: Config, key: str) -> str | None:
+    """Why a dotted key does nothing in this config, or None when it does something."""
+    d = cfg.data
+    if key == "data.root" and d.source == "scenes":
+        return "data.source is 'scenes' (the built-in set); set data.source: folder to read data.root"
+    if key in ("data.n_train", "data.seed") and d.source == "folder":
+        return "data.source is 'folder' (these size and seed the built-in scenes)"
+    if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
+        return "spade.use_vae is false (no style encoder)"
+    section = key.partition(".")[0]
+    if section in FAMILY_SECTIONS and section != cfg.model.family:
+        return f"model.family is {cfg.model.family!r}"
+    if key in _FAMILY_IGNORES[cfg.model.family]:
+        return f"model.family {cfg.model.family!r} does not use it"
+    return None
+
+
+def _defaults() -> dict[str, Any]:
+    return {f"{sec}.{k}": v for sec, values in dataclasses.asdict(Config()).items() for k, v in values.items()}
 
 
 def _section_types() -> dict[str, type]:
@@ -166,10 +225,14 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise GantuneError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
     sections = _section_types()
+    model = raw.get("model")
+    family = model.get("family", ModelConfig.family) if isinstance(model, dict) else ModelConfig.family
     built: dict[str, Any] = {}
     for name, section in raw.items():
         if name not in sections:
             raise GantuneError(f"{where}: unknown section {name!r}" + _suggest(name, list(sections)))
+        if name in FAMILY_SECTIONS and name != family:
+            raise GantuneError(f"{where}: section {name!r} is for model.family {name}, but model.family is {family!r}")
         cls = sections[name]
         if section is None:
             section = {}
@@ -194,17 +257,18 @@ def validate(cfg: Config, where: str = "config") -> None:
     """Cross-field and range checks, once, before anything is built."""
     flat = to_flat(cfg)
     for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
+        if key in flat and flat[key] not in choices:
             raise GantuneError(f"{where}: {key} must be one of {list(choices)}, got {flat[key]!r}")
     for key, value in flat.items():
         if key.startswith(_NONNEGATIVE_PREFIXES) and value < 0:
             raise GantuneError(f"{where}: {key} must be >= 0, got {value}")
     positive = ["data.size_px", "data.num_classes", "data.n_train", "data.n_eval",
-                "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "model.z_dim",
+                "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "spade.z_dim",
+                "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks",
                 "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
                 "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
                 "loss.cx_h"]
-    for key in positive:
+    for key in (k for k in positive if k in flat):
         if not flat[key] > 0:
             raise GantuneError(f"{where}: {key} must be > 0, got {flat[key]}")
     if not (0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
@@ -227,19 +291,30 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise GantuneError(f"{where}: data.root is required when data.source is 'folder'")
     if not 32 <= cfg.data.size_px <= 512:
         raise GantuneError(f"{where}: data.size_px must be in 32..512, got {cfg.data.size_px}")
+    if cfg.model.family == "oasis":
+        blocks = cfg.oasis.num_res_blocks
+        if blocks < 2 or cfg.data.size_px % 2**blocks:
+            raise GantuneError(f"{where}: oasis.num_res_blocks={blocks} needs data.size_px a multiple of "
+                               f"2**{blocks} and at least 2 blocks, got data.size_px={cfg.data.size_px}")
+        if cfg.oasis.spade_ks % 2 == 0:
+            raise GantuneError(f"{where}: oasis.spade_ks must be odd (an even kernel shifts the map), got {cfg.oasis.spade_ks}")
+    # A key set away from its default where it does nothing is a mistake, never ignored.
+    defaults = _defaults()
+    for key, value in flat.items():
+        reason = no_effect(cfg, key) if value != defaults[key] else None
+        if reason is not None:
+            raise GantuneError(f"{where}: {key}={value!r} has no effect: {reason}")
 
 
 def to_flat(cfg: Config) -> dict[str, Any]:
     """{"loss.lambda_cx": 1.0, ...}: the dotted keys that search spaces and --set use."""
-    return {
-        f"{section}.{key}": value
-        for section, values in dataclasses.asdict(cfg).items()
-        for key, value in values.items()
-    }
+    return {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
+    """The config as nested dicts, with the active family's section only."""
+    return {name: values for name, values in dataclasses.asdict(cfg).items()
+            if name not in FAMILY_SECTIONS or name == cfg.model.family}
 
 
 def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -> Config:
@@ -247,6 +322,8 @@ def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -
     raw = to_dict(cfg)
     for dotted, value in values.items():
         section, _, key = dotted.partition(".")
+        if section in FAMILY_SECTIONS and section not in raw:  # another family's key: from_dict judges
+            raw[section] = dataclasses.asdict(getattr(cfg, section))
         if section not in raw or not key:
             raise GantuneError(
                 f"{where}: {dotted!r} is not a dotted config key" + _suggest(dotted, list(to_flat(cfg)))
@@ -256,6 +333,10 @@ def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -
                 f"{where}: unknown key {dotted}" + _suggest(dotted, list(to_flat(cfg)))
             )
         raw[section][key] = value
+    # Switching model.family leaves the old family's section behind, unless it was set here.
+    for section in FAMILY_SECTIONS:
+        if section != raw["model"]["family"] and not any(k.startswith(section + ".") for k in values):
+            raw.pop(section, None)
     return from_dict(raw, where)
 
 

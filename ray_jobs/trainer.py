@@ -346,7 +346,9 @@ class Trainer:
         state = checkpoint.read_state(ckpt_dir, list(self.engines))
         # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
         saved = state["config"]
+        family = saved["model"]["family"]
         shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes"]
+        shape_keys += [f"{family}.{k}" for k in saved.get(family, {}) if not k.startswith("lambda_")]
         mine = config_lib.to_flat(self.cfg)
         theirs = {f"{sec}.{k}": v for sec, values in saved.items() for k, v in values.items()}
         differ = [k for k in shape_keys if theirs.get(k) != mine.get(k)]

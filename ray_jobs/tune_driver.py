@@ -122,6 +122,9 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
     for key, text in space_raw.items():
         if key not in flat:
             raise GantuneError(f"{path}: space key {key!r} is not a config key" + config_lib._suggest(str(key), list(flat)))
+        reason = config_lib.no_effect(base, key)
+        if reason is not None:
+            raise GantuneError(f"{path}: space key {key!r} has no effect: {reason}")
         space[key] = parse_domain(f"{path}: space.{key}", text)
     sched = raw.get("scheduler") or {"name": "none"}
     if isinstance(sched, str):
@@ -204,7 +207,9 @@ def _check_batch(spec: SearchSpec) -> None:
 
 def _smoke(spec: SearchSpec) -> SearchSpec:
     """`--smoke`: any search as 2 trials of 2 evaluations of a few steps, at the family's
-    smallest width and a small image, for a first try and for CI."""
+    smallest width and a small image, for a first try and for CI. It checks the plumbing, not
+    the metric: backbones are random (the objective is named fd_random_inception), and on a
+    machine without CUDA a GPU space runs its workers on one CPU each."""
     from ray import tune
 
     from ray_jobs.families import FAMILIES
@@ -215,11 +220,15 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
         "data.size_px": 32, "data.n_train": 16, "data.n_eval": 8,
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,
+        "loss.random_backbones": True, "eval.random_weights": True,
     }, f"{spec.path} --smoke")
     # A grid multiplies the samples (2 x each grid's size): in a smoke run its values are drawn.
     space = {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
              for k, v in spec.space.items()}
-    return dataclasses.replace(spec, base=base, space=space, num_samples=2)
+    resources = spec.resources
+    if resources.gpus_per_worker and not torch.cuda.is_available():
+        resources = dataclasses.replace(resources, gpus_per_worker=0.0, cpus_per_worker=min(resources.cpus_per_worker, 1.0))
+    return dataclasses.replace(spec, base=base, space=space, num_samples=2, resources=resources)
 
 
 def _scheduler(spec: SearchSpec) -> Any:

@@ -25,9 +25,9 @@ def test_defaults_are_valid_and_frozen() -> None:
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
-    cfg = C.load(write(tmp_path, "loss: {lambda_cx: 2, gan_mode: ls}\noptim: {lr_G: 1.0e-3}\n"))
+    cfg = C.load(write(tmp_path, "loss: {lambda_cx: 2}\nspade: {gan_mode: ls}\noptim: {lr_G: 1.0e-3}\n"))
     assert cfg.loss.lambda_cx == 2.0 and isinstance(cfg.loss.lambda_cx, float)
-    assert cfg.loss.gan_mode == "ls" and cfg.optim.lr_G == 1e-3
+    assert cfg.spade.gan_mode == "ls" and cfg.optim.lr_G == 1e-3
     C.write(cfg, tmp_path / "out.yaml")
     assert C.load(tmp_path / "out.yaml") == cfg
 
@@ -47,12 +47,20 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
         ("optim: {lr_G: fast}", "optim.lr_G must be float, got str"),
         ("optim: {zero_stage: 3}", "zero_stage must be one of \\[0, 1, 2\\].*#193"),
         ("loss: {lambda_cx: -1}", "loss.lambda_cx must be >= 0"),
-        ("loss: {gan_mode: wgan}", "loss.gan_mode must be one of"),
+        ("spade: {gan_mode: wgan}", "spade.gan_mode must be one of"),
         ("data: {size_px: 16}", "data.size_px must be in 32..512"),
         ("data: {source: folder}", "data.root is required"),
         ("train: {diffaug: 'color,zoom'}", "unknown policy 'zoom'"),
         ("model: {ngf: true}", "model.ngf must be int, got bool"),
         ("loss: [1, 2]", "section 'loss' must be a mapping"),
+        # A key that does nothing in this config, or belongs to another family, is an error.
+        ("data: {root: /data/ade20k}", "data.root='/data/ade20k' has no effect: data.source is 'scenes'"),
+        ("spade: {z_dim: 64}", "spade.z_dim=64 has no effect: spade.use_vae is false"),
+        ("model: {family: oasis}\nspade: {use_vae: true}", "section 'spade' is for model.family spade, but model.family is 'oasis'"),
+        ("spade: {param_free_norm: sync}", "spade.param_free_norm must be one of"),
+        ("model: {family: oasis, num_D: 3}", "model.num_D=3 has no effect: model.family 'oasis' does not use it"),
+        ("model: {family: oasis}\noasis: {num_res_blocks: 6}\ndata: {size_px: 32}", "oasis.num_res_blocks=6 needs data.size_px a multiple of 2\\*\\*6"),
+        ("model: {family: gaugan}", "model.family must be one of \\['spade', 'oasis'\\]"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -70,10 +78,10 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 def test_set_overrides_parse_yaml_scalars() -> None:
-    values = C.parse_set(["loss.lambda_cx=2.5", "train.diffaug=color", "model.use_vae=true"])
-    assert values == {"loss.lambda_cx": 2.5, "train.diffaug": "color", "model.use_vae": True}
+    values = C.parse_set(["loss.lambda_cx=2.5", "train.diffaug=color", "spade.use_vae=true"])
+    assert values == {"loss.lambda_cx": 2.5, "train.diffaug": "color", "spade.use_vae": True}
     cfg = C.with_values(C.Config(), values)
-    assert cfg.loss.lambda_cx == 2.5 and cfg.model.use_vae is True
+    assert cfg.loss.lambda_cx == 2.5 and cfg.spade.use_vae is True
     with pytest.raises(GantuneError, match="expected key=value"):
         C.parse_set(["loss.lambda_cx"])
 
@@ -81,8 +89,9 @@ def test_set_overrides_parse_yaml_scalars() -> None:
 def test_flat_keys_cover_every_field() -> None:
     flat = C.to_flat(C.Config())
     assert "loss.lambda_cx" in flat and "optim.lr_D" in flat and "eval.random_weights" in flat
+    # Every field of every section, of the active family's section only.
     n_fields = sum(len(dataclasses.fields(f.type if isinstance(f.type, type) else getattr(C, f.type)))
-                   for f in dataclasses.fields(C.Config))
+                   for f in dataclasses.fields(C.Config) if f.name not in C.FAMILY_SECTIONS or f.name == "spade")
     assert len(flat) == n_fields
 
 
@@ -90,3 +99,13 @@ def test_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
     # YAML 1.1 reads `1e-4` as a string; researchers write it that way all the time.
     cfg = C.load(write(tmp_path, "optim: {lr_G: 1e-4}\n"), C.parse_set(["optim.lr_D=3e-4"]))
     assert cfg.optim.lr_G == 1e-4 and cfg.optim.lr_D == 3e-4
+
+
+def test_family_sections_and_overrides() -> None:
+    cfg = C.with_values(C.Config(), {"spade.use_vae": True, "spade.z_dim": 64})
+    assert cfg.spade.z_dim == 64
+    # The recorded config holds the active family's section only.
+    assert set(C.to_dict(cfg)) == {"data", "model", "loss", "optim", "train", "eval", "spade"}
+    with pytest.raises(GantuneError, match="data.root='/missing' has no effect"):
+        C.with_values(C.Config(), {"data.root": "/missing"})
+    assert C.no_effect(cfg, "spade.z_dim") is None and C.no_effect(C.Config(), "spade.z_dim") is not None

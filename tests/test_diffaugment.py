@@ -65,8 +65,8 @@ def test_a_fake_and_its_real_share_one_draw_in_the_joint_pass() -> None:
 
     cfg = C.with_values(C.Config(), {
         "data.num_classes": 4, "model.ndf": 8, "model.num_D": 2, "model.n_layers_D": 2,
-        "loss.lambda_vgg": 0.0, "loss.lambda_cx": 0.0, "loss.lambda_dists": 0.0, "loss.lambda_ffl": 0.0,
-        "loss.lambda_feat": 10.0, "train.diffaug": "color,translation,cutout",
+        "spade.lambda_vgg": 0.0, "loss.lambda_cx": 0.0, "loss.lambda_dists": 0.0, "loss.lambda_ffl": 0.0,
+        "spade.lambda_feat": 10.0, "train.diffaug": "color,translation,cutout",
     })
     family = SpadeFamily(cfg)
     torch.manual_seed(0)

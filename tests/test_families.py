@@ -4,6 +4,7 @@ whatever nets and phases a family declares."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from ray_jobs.families import FAMILIES
 
 
 def test_the_dict_names_every_family_the_config_accepts() -> None:
-    assert set(FAMILIES) == set(C._CHOICES["model.family"])
+    assert set(FAMILIES) == set(C._CHOICES["model.family"]) == set(C.FAMILY_SECTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -26,3 +27,52 @@ def test_a_family_declares_its_nets_and_phases(name: str) -> None:
     # Its smoke config is a valid config of this family.
     cfg = C.with_values(C.Config(), {"model.family": name, **family.smoke_overrides})
     assert cfg.model.family == name
+
+
+# Every row of the families table: (family, its config values) at the smallest width, 32 px.
+ROWS = {
+    "spade": {"model.family": "spade"},
+    "spade+vae": {"model.family": "spade", "spade.use_vae": True, "spade.z_dim": 8, "spade.lambda_vgg": 0.0},
+    "spade+sesame": {"model.family": "spade", "model.D": "sesame", "spade.lambda_vgg": 0.0},
+    "oasis": {"model.family": "oasis"},
+}
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_two_training_steps_through_the_real_trainer(tmp_path: Path, row: str) -> None:
+    import math
+
+    from ray_jobs.trainer import Trainer
+
+    values = ROWS[row]
+    family = FAMILIES[str(values["model.family"])]
+    cfg = C.with_values(C.Config(), {
+        **family.smoke_overrides, **values,
+        "data.size_px": 32, "data.n_train": 4, "data.n_eval": 4,
+        "loss.random_backbones": True, "optim.batch_size": 2, "train.steps": 2, "train.log_every": 1,
+        "train.image_every": 1, "eval.batch_size": 4, "eval.random_weights": True,
+        "eval.cache_dir": str(tmp_path / "fid_cache"),
+    })
+    tr = Trainer(cfg, tmp_path / "run", trial_id=row)
+    assert set(tr.engines) == {net.name for net in family.nets}
+    logs = tr.train(2)
+    assert tr.step == 2 and "diverged" not in logs
+    assert all(math.isfinite(v) for v in logs.values())
+    assert {f"loss/{phase.name}/total" for phase in family.phases} <= set(logs)
+    inputs = {k: v.float() for k, v in tr.family.eval_inputs(next(tr._batches)).items()}
+    assert tr.family.generate(tr._eval_nets(), inputs, None).shape == (2, 3, 32, 32)
+    assert math.isfinite(tr.evaluate()[tr.objective_name])
+
+
+@pytest.mark.parametrize("space", sorted(p.name for p in (Path(__file__).parents[1] / "tune_spaces").glob("*_pbt.yaml")))
+def test_each_family_space_loads_and_shrinks_for_smoke(space: str) -> None:
+    from ray_jobs.tune_driver import _smoke, load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "tune_spaces" / space)
+    assert spec.scheduler == "pbt" and spec.space
+    smoke = _smoke(spec)
+    cfg = smoke.base
+    assert (cfg.data.size_px, smoke.num_samples) == (32, 2) and cfg.eval.random_weights
+    family = FAMILIES[cfg.model.family](cfg)
+    for net in family.nets:  # the smallest width still builds
+        assert sum(p.numel() for p in family.build(net.name).parameters()) > 0

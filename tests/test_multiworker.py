@@ -29,8 +29,8 @@ def tiny(tmp_path: Path, **values: object) -> C.Config:
     base = {
         "data.size_px": 64, "data.n_train": 8, "data.n_eval": 8, "data.flip": False,
         "model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2,
-        "model.param_free_norm": "batch",
-        "loss.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_ffl": 1.0, "loss.random_backbones": True,
+        "spade.param_free_norm": "batch",
+        "spade.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_ffl": 1.0, "loss.random_backbones": True,
         "optim.batch_size": 4, "optim.adam_eps": 1e-3, "train.steps": 2, "train.log_every": 1, "train.image_every": 100,
         "eval.every": 1, "eval.batch_size": 8, "eval.random_weights": True,
         "eval.cache_dir": str(tmp_path / "fid_cache"),

@@ -18,7 +18,7 @@ def tiny(tmp_path: Path, **values: object) -> C.Config:
     base = {
         "data.size_px": 32, "data.n_train": 8, "data.n_eval": 8,
         "model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2,
-        "loss.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_dists": 1.0,
+        "spade.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_dists": 1.0,
         "loss.lambda_ffl": 1.0, "loss.random_backbones": True,
         "optim.batch_size": 2, "train.steps": 4, "train.log_every": 1, "train.image_every": 2,
         "eval.every": 2, "eval.batch_size": 8, "eval.random_weights": True,

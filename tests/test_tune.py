@@ -18,7 +18,8 @@ from gantune.errors import GantuneError
 BASE = """
 data: {size_px: 32, n_train: 8, n_eval: 8}
 model: {ngf: 4, ndf: 8, num_D: 1, n_layers_D: 2}
-loss: {lambda_vgg: 0.0, lambda_cx: 1.0, lambda_dists: 0.0, lambda_ffl: 1.0, random_backbones: true}
+loss: {lambda_cx: 1.0, lambda_dists: 0.0, lambda_ffl: 1.0, random_backbones: true}
+spade: {lambda_vgg: 0.0}
 optim: {batch_size: 2}
 train: {steps: 6, log_every: 1, image_every: 2}
 eval: {every: 2, batch_size: 8, random_weights: true, cache_dir: CACHE}
@@ -146,6 +147,8 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
         ({"base: base.yaml": "base: nowhere.yaml"}, "nowhere.yaml: no such file"),
         ({"perturbation_interval: 1": "perturbation_interval: often"}, "perturbation_interval must be an integer"),
         ({"quantile_fraction: 0.5": "quantile_fraction: 0.9"}, r"quantile_fraction must be a number in \[0, 0.5\]"),
+        ({"optim.lr_G: loguniform(1e-5, 1e-3)": "spade.lambda_kld: uniform(0.01, 0.1)"},
+         "space key 'spade.lambda_kld' has no effect: spade.use_vae is false"),
         ({"resample_probability: 0.5}": "resample_probability: 0.5, synch: yes please}"},
          "scheduler.synch must be true or false, got 'yes please'"),
         ({"name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}": "name: none, synch: true}"},

@@ -6,10 +6,12 @@ The interface they share is in base.py; each family is a file of its own here.
 from __future__ import annotations
 
 from ray_jobs.families.base import Batch, Family, Net, Phase
+from ray_jobs.families.oasis import OasisFamily
 from ray_jobs.families.spade import SpadeFamily
 
 FAMILIES: dict[str, type[Family]] = {
     "spade": SpadeFamily,
+    "oasis": OasisFamily,
 }
 
 __all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

@@ -6,7 +6,6 @@ Losses only *compute and report*: each phase returns its total and the unweighte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -17,10 +16,12 @@ from losses.adversarial import gan_loss
 from losses.feature_matching import feature_matching_loss
 from losses.kl import kld_loss
 from models.discriminator import MultiscaleDiscriminator
+from models.sesame import MultiscaleSesameDiscriminator
 from models.spade import ConvEncoder, SPADEGenerator, reparameterize
 from ray_jobs.config import Config
 from ray_jobs.diffaugment import diff_augment
 from ray_jobs.families.base import Batch, Net, Phase
+from ray_jobs.families.extras import build_extras, extra_terms, weighted_sum
 
 
 
@@ -30,19 +31,17 @@ class SpadeG(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        m, d = cfg.model, cfg.data
+        m, s, d = cfg.model, cfg.spade, cfg.data
         self.generator = SPADEGenerator(
             semantic_nc=d.num_classes,
             ngf=m.ngf,
             crop_size=d.size_px,
-            num_upsampling_layers=m.num_upsampling_layers,
-            use_vae=m.use_vae,
-            z_dim=m.z_dim,
-            param_free_norm=m.param_free_norm,
+            num_upsampling_layers=s.num_upsampling_layers,
+            use_vae=s.use_vae,
+            z_dim=s.z_dim,
+            param_free_norm=s.param_free_norm,
         )
-        self.encoder = (
-            ConvEncoder(ngf=m.ngf, crop_size=d.size_px, z_dim=m.z_dim) if m.use_vae else None
-        )
+        self.encoder = ConvEncoder(ngf=m.ngf, crop_size=d.size_px, z_dim=s.z_dim) if s.use_vae else None
 
     def forward(
         self, label: torch.Tensor, image: torch.Tensor | None = None, z: torch.Tensor | None = None
@@ -57,32 +56,6 @@ class SpadeG(nn.Module):
         return fake, mu, logvar
 
 
-@dataclass
-class PerceptualLosses:
-    """The image-space losses whose weights the search tunes, built only when weighted."""
-
-    vgg: nn.Module | None
-    cx: nn.Module | None
-    dists: nn.Module | None
-    ffl: nn.Module | None
-
-
-def build_perceptual(cfg: Config) -> PerceptualLosses:
-    from losses.contextual import ContextualLoss
-    from losses.dists import DISTS
-    from losses.ffl import FocalFrequencyLoss
-    from losses.perceptual import VGGLoss
-
-    lo = cfg.loss
-    rw, wd = lo.random_backbones, lo.weights_dir or None
-    return PerceptualLosses(
-        vgg=VGGLoss(random_weights=rw, weights_dir=wd) if lo.lambda_vgg > 0 else None,
-        cx=ContextualLoss(h=lo.cx_h, random_weights=rw, weights_dir=wd) if lo.lambda_cx > 0 else None,
-        dists=DISTS(random_weights=rw, weights_dir=wd) if lo.lambda_dists > 0 else None,
-        ffl=FocalFrequencyLoss(alpha=lo.ffl_alpha) if lo.lambda_ffl > 0 else None,
-    )
-
-
 class SpadeFamily:
     """Phases: D on real and detached fake, then G against the frozen D."""
 
@@ -92,23 +65,26 @@ class SpadeFamily:
     smoke_overrides: ClassVar[dict[str, Any]] = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
 
     def __init__(self, cfg: Config) -> None:
+        from losses.perceptual import VGGLoss
+
         self.cfg = cfg
-        self.perceptual = build_perceptual(cfg)
+        self.extras = build_extras(cfg)
+        lo = cfg.loss
+        self.vgg = VGGLoss(random_weights=lo.random_backbones, weights_dir=lo.weights_dir or None) if cfg.spade.lambda_vgg > 0 else None
 
     def build(self, net: str) -> nn.Module:
         if net == "G":
             return SpadeG(self.cfg)
-        return MultiscaleDiscriminator(
-            input_nc=self.cfg.data.num_classes + 3,
-            num_D=self.cfg.model.num_D,
-            ndf=self.cfg.model.ndf,
-            n_layers_D=self.cfg.model.n_layers_D,
-        )
+        m = self.cfg.model
+        # SESAME's two-stream D takes the same [label, image] input and returns the same
+        # per-scale feature lists, so the losses do not change with model.D.
+        D = MultiscaleSesameDiscriminator if m.D == "sesame" else MultiscaleDiscriminator
+        return D(input_nc=self.cfg.data.num_classes + 3, num_D=m.num_D, ndf=m.ndf, n_layers_D=m.n_layers_D)
 
     def to(self, device: torch.device) -> "SpadeFamily":
-        for loss in vars(self.perceptual).values():
-            if loss is not None:
-                loss.to(device)
+        self.extras.to(device)
+        if self.vgg is not None:
+            self.vgg.to(device)
         return self
 
     def _d_input(self, label: torch.Tensor, image: torch.Tensor, groups: int = 1) -> torch.Tensor:
@@ -125,7 +101,7 @@ class SpadeFamily:
         pass
 
     def d_loss(self, G: nn.Module, D: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        mode = self.cfg.loss.gan_mode
+        mode = self.cfg.spade.gan_mode
         with torch.no_grad():
             fake, _, _ = G(batch["label"], batch["image"])
         pred_fake = D(self._d_input(batch["label"], fake.detach()))
@@ -135,7 +111,7 @@ class SpadeFamily:
         return loss_fake + loss_real, {"loss/D/fake": loss_fake.item(), "loss/D/real": loss_real.item()}
 
     def g_loss(self, G: nn.Module, D: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        lo, p = self.cfg.loss, self.perceptual
+        sp = self.cfg.spade
         label, real = batch["label"], batch["image"]
         fake, mu, logvar = G(label, real)
         # D sees fake and real in one pass, as SPADE's discriminate(), for feature matching; a
@@ -145,25 +121,16 @@ class SpadeFamily:
         pred_fake = [[f[:n] for f in scale] for scale in pred]
         pred_real = [[f[n:] for f in scale] for scale in pred]
         terms: dict[str, tuple[float, torch.Tensor]] = {
-            "gan": (1.0, gan_loss(pred_fake, True, for_discriminator=False, mode=lo.gan_mode)),
+            "gan": (1.0, gan_loss(pred_fake, True, for_discriminator=False, mode=sp.gan_mode)),
         }
-        if lo.lambda_feat > 0:
-            terms["feat"] = (lo.lambda_feat, feature_matching_loss(pred_fake, pred_real))
-        # The image-space losses run in float32 whatever G's precision (bf16 engines).
-        fake32, real32 = fake.float(), real.float()
-        if p.vgg is not None:
-            terms["vgg"] = (lo.lambda_vgg, p.vgg(fake32, real32))
-        if p.cx is not None:
-            terms["cx"] = (lo.lambda_cx, p.cx(fake32, real32))
-        if p.dists is not None:
-            terms["dists"] = (lo.lambda_dists, p.dists(fake32, real32))
-        if p.ffl is not None:
-            terms["ffl"] = (lo.lambda_ffl, p.ffl(fake32, real32))
-        if mu is not None and logvar is not None and lo.lambda_kld > 0:
-            terms["kld"] = (lo.lambda_kld, kld_loss(mu, logvar))
-        total = sum(w * t for w, t in terms.values())
-        assert isinstance(total, torch.Tensor)
-        return total, {f"loss/G/{k}": t.item() for k, (_, t) in terms.items()}
+        if sp.lambda_feat > 0:
+            terms["feat"] = (sp.lambda_feat, feature_matching_loss(pred_fake, pred_real))
+        if self.vgg is not None:
+            terms["vgg"] = (sp.lambda_vgg, self.vgg(fake.float(), real.float()))
+        terms |= extra_terms(self.extras, self.cfg, fake, real)
+        if mu is not None and logvar is not None and sp.lambda_kld > 0:
+            terms["kld"] = (sp.lambda_kld, kld_loss(mu, logvar))
+        return weighted_sum(terms, "G")
 
     def eval_inputs(self, batch: Batch) -> Batch:
         return {"label": batch["label"]}
@@ -180,12 +147,13 @@ class SpadeFamily:
         return "images/label_real_fake", image_grid(batch["label"].argmax(1), batch["image"], fake)
 
     def eval_noise(self, n: int, seed: int) -> torch.Tensor | None:
-        if not self.cfg.model.use_vae:
+        if not self.cfg.spade.use_vae:
             return None
         g = torch.Generator().manual_seed(seed)
-        return torch.randn(n, self.cfg.model.z_dim, generator=g)
+        return torch.randn(n, self.cfg.spade.z_dim, generator=g)
 
     def hparams(self) -> dict[str, Any]:
-        lo = self.cfg.loss
-        return {k: getattr(lo, k) for k in ("lambda_feat", "lambda_vgg", "lambda_kld",
-                                            "lambda_cx", "lambda_dists", "lambda_ffl")}
+        lo, sp = self.cfg.loss, self.cfg.spade
+        weights = {k: getattr(sp, k) for k in ("lambda_feat", "lambda_vgg")}
+        weights |= {k: getattr(lo, k) for k in ("lambda_cx", "lambda_dists", "lambda_ffl")}
+        return weights | ({"lambda_kld": sp.lambda_kld} if sp.use_vae else {})
