@@ -165,7 +165,8 @@ def test_folder_dataset_source(tmp_path: Path) -> None:
     from data.scenes import write_scene_folder
 
     write_scene_folder(tmp_path / "scenes", n=8, size_px=48, seed=3)
-    cfg = tiny(tmp_path, **{"data.source": "folder", "data.root": str(tmp_path / "scenes")})
+    # data.n_train back to its default: it sizes the built-in scenes and does nothing here.
+    cfg = tiny(tmp_path, **{"data.source": "folder", "data.root": str(tmp_path / "scenes"), "data.n_train": 512})
     tr = Trainer(cfg, tmp_path / "run")
     tr.train(1)
     first = tr.evaluate()["metric/fd_random_inception"]
