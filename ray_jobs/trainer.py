@@ -3,10 +3,9 @@ checkpoints.
 
 Reads top to bottom: distributed set-up, data, networks and engines, then `train(k)` runs k
 steps of the family's phases (for SPADE: D, then G against a frozen D), `evaluate()` scores the
-EMA generator on the fixed evaluation set, and `save()` / `load()` move the whole state through a checkpoint folder
-(checkpoint.py). The
-trial function (trial.py), a multi-worker segment (segment.py) and `gantune train` (cli.py) all
-drive this one class.
+EMA generator on the fixed evaluation set, and `save()` / `load()` move the whole state through a
+checkpoint folder (checkpoint.py). The trial function (trial.py), a multi-worker segment
+(segment.py) and `gantune train` (cli.py) all drive this one class.
 
 At N ranks it is the same program: `optim.batch_size` is the global batch, split evenly, and the
 global batches do not depend on N; batch norms are synchronised; every rank starts from rank 0's
@@ -147,6 +146,9 @@ class Trainer:
             if ema is not None:
                 ema.load_state_dict({k: v.float() for k, v in module.state_dict().items()})
                 self.ema[net.name] = ema.eval().requires_grad_(False).to(self.device)
+        # What each net trains: a phase freezes the other nets, never a part a family froze.
+        self._trainable = {name: [p for p in engine.module.parameters() if p.requires_grad]
+                           for name, engine in self.engines.items()}
         self._seed_everything(cfg.train.seed + self.rank)  # per-rank noise and augmentation
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
@@ -219,15 +221,17 @@ class Trainer:
                     continue
                 engine = self.engines[phase.net]
                 nets = {**modules, phase.net: engine}
-                for name, module in modules.items():
-                    module.requires_grad_(name == phase.net)
+                for name, params in self._trainable.items():
+                    for p in params:
+                        p.requires_grad_(name == phase.net)
                 loss, phase_logs = self.family.loss(phase.name, nets, batch)
                 engine.backward(loss)
                 engine.step()
                 self.family.after_step(phase.name, nets)
                 logs |= {**phase_logs, f"loss/{phase.name}/total": loss.item()}
-            for module in modules.values():
-                module.requires_grad_(True)
+            for params in self._trainable.values():
+                for p in params:
+                    p.requires_grad_(True)
 
             # Update the EMA copies.
             beta = ema_beta(self.cfg, batch_size, self.nimg)

@@ -13,7 +13,7 @@ from ray_jobs.families import FAMILIES
 
 
 def test_the_dict_names_every_family_the_config_accepts() -> None:
-    assert set(FAMILIES) == set(C._CHOICES["model.family"]) == set(C.FAMILY_SECTIONS)
+    assert set(FAMILIES) == set(C._CHOICES["model.family"]) == set(C.FAMILY_SECTIONS) == set(C._FAMILY_IGNORES)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
