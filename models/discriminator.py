@@ -16,6 +16,22 @@ from gantune.errors import GantuneError
 from models.spade import CONV_NORMS, _check_int, conv_norm, init_weights
 
 
+def patchgan_body(input_nc: int, ndf: int, n_layers_D: int, norm: str) -> tuple[list[nn.Module], int]:
+    """The convs of one PatchGAN scale up to, not including, its 1-channel conv, and the width
+    they end at (SESAME's two streams are this body each)."""
+    kw, padw = 4, 2
+    nf = ndf
+    layers: list[nn.Module] = [
+        nn.Sequential(nn.Conv2d(input_nc, nf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2))
+    ]
+    for n in range(1, n_layers_D):
+        nf_prev, nf = nf, min(nf * 2, 512)
+        stride = 1 if n == n_layers_D - 1 else 2
+        conv = nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=stride, padding=padw)
+        layers.append(nn.Sequential(conv_norm(conv, norm), nn.LeakyReLU(0.2)))
+    return layers, nf
+
+
 class NLayerDiscriminator(nn.Module):
     """4x4 convs with padding 2: a plain first conv (stride 2), n_layers_D - 1 normed convs
     (stride 2, the last of them stride 1, channels doubling up to 512), then a 1-channel conv
@@ -34,21 +50,8 @@ class NLayerDiscriminator(nn.Module):
         _check_int("n_layers_D", n_layers_D)
         if norm not in CONV_NORMS:
             raise GantuneError(f"norm: expected one of {', '.join(CONV_NORMS)}, got {norm!r}")
-        kw, padw = 4, 2
-        nf = ndf
-        layers: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(input_nc, nf, kernel_size=kw, stride=2, padding=padw),
-                nn.LeakyReLU(0.2),
-            )
-        ]
-        for n in range(1, n_layers_D):
-            nf_prev, nf = nf, min(nf * 2, 512)
-            stride = 1 if n == n_layers_D - 1 else 2
-            conv = nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=stride, padding=padw)
-            layers.append(nn.Sequential(conv_norm(conv, norm), nn.LeakyReLU(0.2)))
-        layers.append(nn.Conv2d(nf, 1, kernel_size=kw, stride=1, padding=padw))
-        self.layers = nn.ModuleList(layers)
+        body, nf = patchgan_body(input_nc, ndf, n_layers_D, norm)
+        self.layers = nn.ModuleList([*body, nn.Conv2d(nf, 1, kernel_size=4, stride=1, padding=2)])
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

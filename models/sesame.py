@@ -16,26 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.spade import CONV_NORMS, _check_choice, _check_int, conv_norm, init_weights
+from models.discriminator import patchgan_body
+from models.spade import CONV_NORMS, _check_choice, _check_int, init_weights
 
 
 def _stream(input_nc: int, ndf: int, n_layers_D: int, norm: str) -> tuple[nn.ModuleList, int]:
-    """The convs of an `NLayerDiscriminator` up to, not including, its 1-channel conv, and the
-    width they end at."""
-    kw, padw = 4, 2
-    nf = ndf
-    layers: list[nn.Module] = [
-        nn.Sequential(
-            nn.Conv2d(input_nc, nf, kernel_size=kw, stride=2, padding=padw),
-            nn.LeakyReLU(0.2),
-        )
-    ]
-    for n in range(1, n_layers_D):
-        nf_prev, nf = nf, min(nf * 2, 512)
-        stride = 1 if n == n_layers_D - 1 else 2
-        conv = nn.Conv2d(nf_prev, nf, kernel_size=kw, stride=stride, padding=padw)
-        layers.append(nn.Sequential(conv_norm(conv, norm), nn.LeakyReLU(0.2)))
-    return nn.ModuleList(layers), nf
+    body, nf = patchgan_body(input_nc, ndf, n_layers_D, norm)
+    return nn.ModuleList(body), nf
 
 
 class SesameDiscriminator(nn.Module):

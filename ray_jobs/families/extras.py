@@ -39,6 +39,14 @@ def build_extras(cfg: Config) -> ExtraLosses:
     )
 
 
+def build_vgg(cfg: Config, weight: float) -> nn.Module | None:
+    """The VGG19 perceptual loss of a family that has one (its own weight key), when weighted."""
+    from losses.perceptual import VGGLoss
+
+    lo = cfg.loss
+    return VGGLoss(random_weights=lo.random_backbones, weights_dir=lo.weights_dir or None) if weight > 0 else None
+
+
 def extra_terms(extras: ExtraLosses, cfg: Config, fake: torch.Tensor, real: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
     """{name: (weight, unweighted term)} of the weighted extras, in float32 whatever G's
     precision (bf16 engines)."""

@@ -18,7 +18,7 @@ from losses.oasis import labelmix, labelmix_loss, n1_loss
 from models.oasis import OASISDiscriminator, OASISGenerator
 from ray_jobs.config import Config
 from ray_jobs.families.base import Batch, Net, Phase
-from ray_jobs.families.extras import build_extras, extra_terms, weighted_sum
+from ray_jobs.families.extras import build_extras, build_vgg, extra_terms, weighted_sum
 
 
 class OasisFamily:
@@ -29,12 +29,9 @@ class OasisFamily:
                                                  "oasis.z_dim": 8}
 
     def __init__(self, cfg: Config) -> None:
-        from losses.perceptual import VGGLoss
-
         self.cfg = cfg
         self.extras = build_extras(cfg)
-        lo = cfg.loss
-        self.vgg = VGGLoss(random_weights=lo.random_backbones, weights_dir=lo.weights_dir or None) if cfg.oasis.lambda_vgg > 0 else None
+        self.vgg = build_vgg(cfg, cfg.oasis.lambda_vgg)
 
     def build(self, net: str) -> nn.Module:
         o, d, m = self.cfg.oasis, self.cfg.data, self.cfg.model

@@ -21,7 +21,7 @@ from models.spade import ConvEncoder, SPADEGenerator, reparameterize
 from ray_jobs.config import Config
 from ray_jobs.diffaugment import diff_augment
 from ray_jobs.families.base import Batch, Net, Phase
-from ray_jobs.families.extras import build_extras, extra_terms, weighted_sum
+from ray_jobs.families.extras import build_extras, build_vgg, extra_terms, weighted_sum
 
 
 
@@ -65,12 +65,9 @@ class SpadeFamily:
     smoke_overrides: ClassVar[dict[str, Any]] = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
 
     def __init__(self, cfg: Config) -> None:
-        from losses.perceptual import VGGLoss
-
         self.cfg = cfg
         self.extras = build_extras(cfg)
-        lo = cfg.loss
-        self.vgg = VGGLoss(random_weights=lo.random_backbones, weights_dir=lo.weights_dir or None) if cfg.spade.lambda_vgg > 0 else None
+        self.vgg = build_vgg(cfg, cfg.spade.lambda_vgg)
 
     def build(self, net: str) -> nn.Module:
         if net == "G":
