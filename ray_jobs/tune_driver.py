@@ -208,8 +208,10 @@ def _check_batch(spec: SearchSpec) -> None:
 def _smoke(spec: SearchSpec) -> SearchSpec:
     """`--smoke`: any search as 2 trials of 2 evaluations of a few steps, at the family's
     smallest width and a small image, for a first try and for CI. It checks the plumbing, not
-    the metric: backbones are random (the objective is named fd_random_inception), and on a
-    machine without CUDA a GPU space runs its workers on one CPU each."""
+    the metric: backbones are random and features 192-d (the objective is named
+    fd_random_inception_dims192: a 2048-d covariance of 8 images costs an eigendecomposition of
+    seconds and says nothing more), and on a machine without CUDA a GPU space runs its workers on
+    one CPU each."""
     from ray import tune
 
     from ray_jobs.families import FAMILIES
@@ -220,7 +222,7 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
         "data.size_px": 32, "data.n_train": 16, "data.n_eval": 8,
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,
-        "loss.random_backbones": True, "eval.random_weights": True,
+        "loss.random_backbones": True, "eval.random_weights": True, "eval.dims": 192,
     }, f"{spec.path} --smoke")
     # A grid multiplies the samples (2 x each grid's size): in a smoke run its values are drawn.
     space = {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v
@@ -232,10 +234,12 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
 
 
 def _scheduler(spec: SearchSpec) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ray_jobs.pbt import ResumablePBT
 
     if spec.scheduler == "pbt":
-        return PopulationBasedTraining(
+        return ResumablePBT(
             time_attr="training_iteration",
             perturbation_interval=spec.perturbation_interval,
             hyperparam_mutations=spec.space,

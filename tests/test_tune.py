@@ -22,7 +22,7 @@ loss: {lambda_cx: 1.0, lambda_dists: 0.0, lambda_ffl: 1.0, random_backbones: tru
 spade: {lambda_vgg: 0.0}
 optim: {batch_size: 2}
 train: {steps: 6, log_every: 1, image_every: 2}
-eval: {every: 2, batch_size: 8, random_weights: true, cache_dir: CACHE}
+eval: {every: 2, batch_size: 8, random_weights: true, dims: 192, cache_dir: CACHE}
 """
 
 SPACE = """
@@ -51,9 +51,9 @@ def make_space(tmp_path: Path, name: str = "t", base_edits: dict[str, str] | Non
     return path
 
 
-def gantune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def gantune(*args: str, cwd: Path, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ray_jobs.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=900)
+                          capture_output=True, timeout=timeout_s)
 
 
 @pytest.mark.slow
@@ -69,7 +69,7 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
     assert "tensorboard --logdir" in proc.stdout and "not FID" in proc.stdout
     exp = tmp_path / "runs" / "t"
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["objective"] == "metric/fd_random_inception" and not summary["objective_is_fid"]
+    assert summary["objective"] == "metric/fd_random_inception_dims192" and not summary["objective_is_fid"]
     trials = summary["trials"]
     assert len(trials) == 3
     for t in trials:
@@ -78,7 +78,7 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
         assert Path(t["best_checkpoint"], "COMPLETE").is_file()
         acc = EventAccumulator(str(Path(t["path"]) / "tb"), size_guidance={"images": 0, "scalars": 0})
         acc.Reload()
-        assert "metric/fd_random_inception" in acc.Tags()["scalars"]
+        assert "metric/fd_random_inception_dims192" in acc.Tags()["scalars"]
         assert acc.Tags()["images"]
 
     # An exploited trial must continue from the donor's weights and step (asynchronous PBT clones the donor's
@@ -105,15 +105,17 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
-    space = make_space(tmp_path, "r")
+    # Synchronous PBT: Tune's restored scheduler used to pause every trial for ever (ray_jobs.pbt).
+    space = make_space(tmp_path, "r", **{"resample_probability: 0.5}": "resample_probability: 0.5, synch: true}"})
     exp = tmp_path / "runs" / "r"
     proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", "tune", str(space)], cwd=tmp_path,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    # Both trials have reported once: level, as synchronous PBT keeps them.
     deadline = time.time() + 600
-    while time.time() < deadline and not list(exp.glob("trial_*/checkpoint_000000")):
+    while time.time() < deadline and len(list(exp.glob("trial_*/checkpoint_000000"))) < 2:
         time.sleep(0.5)
-    assert list(exp.glob("trial_*/checkpoint_000000")), "the search never checkpointed"
+    assert len(list(exp.glob("trial_*/checkpoint_000000"))) == 2, "the search never checkpointed"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-2000:]
@@ -124,7 +126,7 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
     again = gantune("tune", str(space), cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a search
 
-    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path)
+    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path, timeout_s=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["complete"] is True and len(summary["trials"]) == 2

@@ -1,0 +1,31 @@
+"""Tune's Population Based Training, resumable in synchronous mode.
+
+`Tuner.restore` builds the scheduler afresh: its per-trial times start at 0 and its next sync
+point at one interval, while the restored trials are already further on. In synchronous mode
+the first sync after the restore then sets the next sync point to the trials' own time, and
+`choose_trial_to_run` only runs trials below it: every trial stays PAUSED, for ever (measured:
+`gantune slurm` with `synch: true`, stopped by USR2 and requeued, hung with both trials paused
+at their last report). Here a restored trial's time comes from its last result, and the next
+sync point from the population: the slowest trial's catch-up, or one interval on when all are
+level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import PopulationBasedTraining
+
+
+class ResumablePBT(PopulationBasedTraining):
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        time = (trial.last_result or {}).get(self._time_attr, 0)
+        if not self._synch or not time:
+            return  # a new trial, or asynchronous PBT (its first report after a restore decides)
+        state = self._trial_state[trial]
+        state.last_train_time = state.last_perturbation_time = time
+        times = [s.last_train_time for s in self._trial_state.values()]
+        # Trials behind the others run up to the leaders' time; level trials run one interval.
+        self._next_perturbation_sync = max(times) + (self._perturbation_interval if min(times) == max(times) else 0)
