@@ -3,6 +3,7 @@ a 2-node job brings up on the local SLURM cluster (slurm_fixtures)."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -183,59 +184,48 @@ def _submit(capsys: pytest.CaptureFixture[str], name: str, *extra: str, space: P
     return str(info["job_id"]), Path(info["experiment_dir"])
 
 
-def _reported_steps(exp_dir: Path) -> dict[str, list[int]]:
-    """Per trial, the steps of every report in Tune's own record (result.json, appended)."""
-    return {p.parent.name: [json.loads(line)["step"] for line in p.read_text().splitlines() if line.strip()]
-            for p in exp_dir.glob("trial_*/result.json")}
+def _reports(exp_dir: Path) -> dict[str, list[tuple[int, str]]]:
+    """Per trial, (step, the trial it had just copied or "") of every report in Tune's own record
+    (progress.csv, flushed per row; result.json can lose its last lines in a requeued job)."""
+    out = {}
+    for path in exp_dir.glob("trial_*/progress.csv"):
+        with open(path, newline="") as f:
+            out[path.parent.name] = [(int(r["step"]), r.get("exploit/from_trial") or "") for r in csv.DictReader(f)]
+    return out
 
 
-def _interrupt_after_first_report(job_id: str, exp_dir: Path, command: list[str]) -> dict[str, list[int]]:
+def _interrupt_after_first_report(job_id: str, exp_dir: Path, command: list[str]) -> dict[str, list[tuple[int, str]]]:
     """Waits until some trial has reported (with its checkpoint), runs command; the reports so far."""
     deadline = time.monotonic() + 600
-    while not any(_reported_steps(exp_dir).values()):
+    while not any(_reports(exp_dir).values()):
         assert time.monotonic() < deadline, "no trial reported in 600 s"
         assert _job_state(job_id).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _job_state(job_id)
         time.sleep(1)
-    before = _reported_steps(exp_dir)
+    before = _reports(exp_dir)
     subprocess.run(command, check=True)
     return before
 
 
-def _assert_resumed(job_id: str, exp_dir: Path, before: dict[str, list[int]], log: Path) -> dict:
-    """The job was requeued, finished, lost no report and repeated none (no restart from 0)."""
+def _assert_resumed(job_id: str, exp_dir: Path, before: dict[str, list[tuple[int, str]]], log: Path) -> dict:
+    """The job was requeued, finished, lost no report and repeated none (no restart from 0). Only
+    a trial that has just copied another may report a step again: it rescores the copy."""
     state = _wait_for_end(job_id, timeout_s=900)
     assert state["JobState"] == "COMPLETED", _diagnosis(job_id, state, log)
     assert int(state["Restarts"]) >= 1, state
-    after = _reported_steps(exp_dir)
-    for trial, steps in after.items():
-        assert steps == sorted(set(steps)), f"{trial} reported a step twice (restarted): {steps}"
-        assert steps[-1] == 4
-    for trial, steps in before.items():
-        assert set(steps) <= set(after[trial]), f"{trial} lost reports: {steps} -> {after[trial]}"
+    after = _reports(exp_dir)
+    for trial, reports in after.items():
+        own = [step for step, donor in reports if not donor]
+        assert own == sorted(set(own)), f"{trial} reported a step twice (restarted): {reports}"
+        assert [step for step, _ in reports] == sorted(step for step, _ in reports), reports
+        assert reports[-1][0] == 4
+    for trial, reports in before.items():
+        assert set(reports) <= set(after[trial]), f"{trial} lost reports: {reports} -> {after[trial]}"
     summary: dict = json.loads((exp_dir / "summary.json").read_text())
     assert summary["complete"]
     assert {t["trial_id"]: [h["step"] for h in t["history"]] for t in summary["trials"]} == {
-        trial.removeprefix("trial_"): steps for trial, steps in after.items()}
+        trial.removeprefix("trial_"): [step for step, _ in reports] for trial, reports in after.items()}
     _no_ray_left(job_id)
     return summary
-
-
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_a_smoke_search_runs_each_trial_on_both_hosts_and_survives_usr2(
-        slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
-    job_id, exp_dir = _submit(capsys, "two-hosts", "--workers-per-trial", "2")
-    # What --signal=USR2@90 sends before the time limit: node 0 stops Tune gracefully, requeues.
-    before = _interrupt_after_first_report(job_id, exp_dir, ["scancel", "--signal=USR2", job_id])
-    log = tmp_path / "runs" / "two-hosts.slurm" / "logs" / f"{job_id}_0_log.err"
-    summary = _assert_resumed(job_id, exp_dir, before, log)
-    assert len(summary["trials"]) == 2
-    for trial in summary["trials"]:
-        assert trial["error"] is None
-        assert all(isinstance(h["value"], float) for h in trial["history"])
-        assert trial["hosts"] == ["node1", "node2"]  # its 2 workers, one per host
 
 
 @pytest.mark.slurm
@@ -252,13 +242,14 @@ def test_a_search_requeued_by_slurm_resumes_without_losing_or_repeating_reports(
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_pbt_exploits_across_two_worker_trials_on_two_hosts(
+def test_synch_pbt_of_two_worker_trials_on_two_hosts_exploits_and_survives_usr2(
         slurm_env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Two trials of two 1-CPU workers, one worker per host, both trials at once on the 2 hosts.
     Synchronous PBT decides once both reached the interval, so the worse trial always copies the
     better one's segment checkpoint (asynchronous PBT exploits only where reports happen to
-    interleave badly for a trial), and its next segment continues from it on both hosts."""
+    interleave badly for a trial), and its next segment continues from it on both hosts. Midway,
+    SLURM's warning signal stops the search; the requeued job resumes it."""
     import yaml
 
     monkeypatch.chdir(tmp_path)
@@ -269,15 +260,16 @@ def test_pbt_exploits_across_two_worker_trials_on_two_hosts(
     space = tmp_path / "synch.yaml"
     space.write_text(yaml.safe_dump(spec))
     job_id, exp_dir = _submit(capsys, "exploit", "--cpus-per-worker", "1", space=space)
-    state = _wait_for_end(job_id, timeout_s=900)
-    assert state["JobState"] == "COMPLETED", _diagnosis(
-        job_id, state, tmp_path / "runs" / "exploit.slurm" / "logs" / f"{job_id}_0_log.err")
-    trials = json.loads((exp_dir / "summary.json").read_text())["trials"]
+    # What --signal=USR2@90 sends before the time limit: node 0 stops Tune gracefully, requeues.
+    before = _interrupt_after_first_report(job_id, exp_dir, ["scancel", "--signal=USR2", job_id])
+    summary = _assert_resumed(job_id, exp_dir, before, tmp_path / "runs" / "exploit.slurm" / "logs" /
+                              f"{job_id}_0_log.err")
+    trials = summary["trials"]
     assert len(trials) == 2
     for t in trials:
         assert t["error"] is None
-        assert t["history"][-1]["step"] == 4
-        assert t["hosts"] == ["node1", "node2"]
+        assert all(isinstance(h["value"], float) for h in t["history"])
+        assert t["hosts"] == ["node1", "node2"]  # its 2 workers, one per host
         assert not (Path(t["path"]) / "segments").exists()  # Train's copies go once Tune has its own
     exploited = [t for t in trials if t["exploits"]]
     assert exploited, "synchronous PBT did not exploit"
@@ -287,4 +279,3 @@ def test_pbt_exploits_across_two_worker_trials_on_two_hosts(
         # The next segment continued from the donor's step (or rescored its final checkpoint).
         assert first_after["step"] == min(first_after["restored_step"] + 2, 4)
         assert t["lineage"][-1]["from_trial"] in {d["trial_id"] for d in trials} - {t["trial_id"]}
-    _no_ray_left(job_id)
