@@ -23,6 +23,17 @@ from typing import Any
 import yaml
 
 from gantune.errors import GantuneError
+from ray_jobs.family_config import (
+    EXEMPLAR_FAMILIES,
+    FAMILY_NAMES,
+    SECTION_FAMILIES,
+    Cocosnet2Config,
+    CocosnetConfig,
+    ExemplarConfig,
+    OasisConfig,
+    SpadeConfig,
+    UniteConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -46,35 +57,6 @@ class ModelConfig:
     ndf: int = 16  # discriminator base width
     num_D: int = 2  # multi-scale D: scales
     n_layers_D: int = 3  # multi-scale D: layers per scale
-
-
-@dataclass(frozen=True)
-class SpadeConfig:
-    """model.family: spade (GauGAN, Park et al. 2019)."""
-
-    gan_mode: str = "hinge"  # hinge | ls | original (non-saturating)
-    lambda_feat: float = 10.0  # discriminator feature matching
-    lambda_vgg: float = 10.0  # VGG19 perceptual loss
-    num_upsampling_layers: str = "normal"  # normal | more | most
-    use_vae: bool = False  # style encoder + KL term
-    z_dim: int = 256  # use_vae: style code size
-    param_free_norm: str = "batch"  # batch | instance
-    lambda_kld: float = 0.05  # use_vae: KL divergence of the style code
-
-
-@dataclass(frozen=True)
-class OasisConfig:
-    """model.family: oasis (Schonfeld, Sushko et al. 2021): G from label + 3D noise, a U-Net D
-    that classifies every pixel into N classes + fake. model.ngf and model.ndf are its widths."""
-
-    num_res_blocks: int = 6  # G and D blocks; data.size_px must be a multiple of 2**num_res_blocks
-    z_dim: int = 64  # 3D noise channels, broadcast to every pixel
-    spade_ks: int = 3  # SPADE kernel size
-    param_free_norm: str = "batch"  # batch | instance (synchronised at several workers)
-    lambda_labelmix: float = 10.0  # LabelMix consistency of D
-    class_balancing: bool = True  # N+1 loss weighted by inverse class frequency
-    dontcare_label: bool = False  # label class 0 is "don't care" (ADE20K's unknown): weight 0
-    lambda_vgg: float = 0.0  # VGG19 perceptual loss (OASIS's --add_vgg_loss; 10 when on)
 
 
 @dataclass(frozen=True)
@@ -135,13 +117,25 @@ class Config:
     # Family sections: only the one of model.family may be given, and only it is recorded.
     spade: SpadeConfig = field(default_factory=SpadeConfig)
     oasis: OasisConfig = field(default_factory=OasisConfig)
+    exemplar: ExemplarConfig = field(default_factory=ExemplarConfig)
+    cocosnet: CocosnetConfig = field(default_factory=CocosnetConfig)
+    cocosnet2: Cocosnet2Config = field(default_factory=Cocosnet2Config)
+    unite: UniteConfig = field(default_factory=UniteConfig)
 
 
-FAMILY_SECTIONS = ("spade", "oasis")
+FAMILY_SECTIONS = tuple(SECTION_FAMILIES)
+
+
+def _active(section: str, family: str) -> bool:
+    """Whether model.family reads this section (every family reads the shared ones)."""
+    return section not in SECTION_FAMILIES or family in SECTION_FAMILIES[section]
+
 FID_DIMS = (64, 192, 768, 2048)  # pytorch-fid's --dims (backbones.inception.DIMS), torch-free
 _CHOICES: dict[str, tuple[object, ...]] = {
     "data.source": ("scenes", "folder"),
-    "model.family": FAMILY_SECTIONS,
+    "model.family": FAMILY_NAMES,
+    "exemplar.train_retrieval": ("random", "iou", "vgg"),
+    "exemplar.eval_retrieval": ("random", "iou", "vgg"),
     "model.D": ("patchgan", "sesame"),
     "spade.num_upsampling_layers": ("normal", "more", "most"),
     "spade.param_free_norm": ("batch", "instance"),
@@ -156,11 +150,12 @@ _CHOICES: dict[str, tuple[object, ...]] = {
 # weights themselves and is broken in DeepSpeed's own GAN example (DeepSpeedExamples #193).
 _ZERO_STAGES = (0, 1, 2)
 _DIFFAUG = ("color", "translation", "cutout")
-_NONNEGATIVE_PREFIXES = ("loss.lambda_", "spade.lambda_", "oasis.lambda_")
+_NONNEGATIVE_PREFIXES = ("loss.lambda_", *(f"{family}.lambda_" for family in FAMILY_NAMES))
 # Shared keys a family has no use for: its own D, its own adversarial loss.
 _FAMILY_IGNORES = {
     "spade": (),
     "oasis": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug"),
+    **{family: ("train.diffaug",) for family in EXEMPLAR_FAMILIES},
 }
 
 
@@ -174,7 +169,7 @@ def no_effect(cfg: Config, key: str) -> str | None:
     if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
         return "spade.use_vae is false (no style encoder)"
     section = key.partition(".")[0]
-    if section in FAMILY_SECTIONS and section != cfg.model.family:
+    if not _active(section, cfg.model.family):
         return f"model.family is {cfg.model.family!r}"
     if key in _FAMILY_IGNORES[cfg.model.family]:
         return f"model.family {cfg.model.family!r} does not use it"
@@ -231,8 +226,9 @@ def from_dict(raw: dict[str, Any], where: str = "config") -> Config:
     for name, section in raw.items():
         if name not in sections:
             raise GantuneError(f"{where}: unknown section {name!r}" + _suggest(name, list(sections)))
-        if name in FAMILY_SECTIONS and name != family:
-            raise GantuneError(f"{where}: section {name!r} is for model.family {name}, but model.family is {family!r}")
+        if name in sections and not _active(name, family):
+            raise GantuneError(f"{where}: section {name!r} is for model.family {' or '.join(SECTION_FAMILIES[name])}, "
+                               f"but model.family is {family!r}")
         cls = sections[name]
         if section is None:
             section = {}
@@ -264,7 +260,8 @@ def validate(cfg: Config, where: str = "config") -> None:
             raise GantuneError(f"{where}: {key} must be >= 0, got {value}")
     positive = ["data.size_px", "data.num_classes", "data.n_train", "data.n_eval",
                 "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "spade.z_dim",
-                "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks",
+                "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks", "exemplar.top_k",
+                "cocosnet.warp_stride", "cocosnet2.nef", "cocosnet2.iteration_count", "unite.nef",
                 "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
                 "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
                 "loss.cx_h"]
@@ -289,8 +286,19 @@ def validate(cfg: Config, where: str = "config") -> None:
             )
     if cfg.data.source == "folder" and not cfg.data.root:
         raise GantuneError(f"{where}: data.root is required when data.source is 'folder'")
+    if cfg.data.source == "scenes" and cfg.data.n_train < cfg.optim.batch_size:
+        raise GantuneError(f"{where}: data.n_train={cfg.data.n_train} scenes are fewer than one batch "
+                           f"(optim.batch_size={cfg.optim.batch_size})")
     if not 32 <= cfg.data.size_px <= 512:
         raise GantuneError(f"{where}: data.size_px must be in 32..512, got {cfg.data.size_px}")
+    if cfg.model.family in EXEMPLAR_FAMILIES:
+        if cfg.data.size_px % 32 or cfg.data.size_px < 64:
+            raise GantuneError(f"{where}: model.family {cfg.model.family} needs data.size_px a multiple of 32 and at "
+                               f"least 64 (its G starts from a 2x2 grid), got {cfg.data.size_px}")
+        if not 0 <= cfg.exemplar.self_ref_prob <= 1:
+            raise GantuneError(f"{where}: exemplar.self_ref_prob must be in [0, 1], got {cfg.exemplar.self_ref_prob}")
+        if cfg.unite.reach < 0:
+            raise GantuneError(f"{where}: unite.reach must be >= 0 (0: balanced OT), got {cfg.unite.reach}")
     if cfg.model.family == "oasis":
         blocks = cfg.oasis.num_res_blocks
         if blocks < 2 or cfg.data.size_px % 2**blocks:
@@ -313,8 +321,7 @@ def to_flat(cfg: Config) -> dict[str, Any]:
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     """The config as nested dicts, with the active family's section only."""
-    return {name: values for name, values in dataclasses.asdict(cfg).items()
-            if name not in FAMILY_SECTIONS or name == cfg.model.family}
+    return {name: values for name, values in dataclasses.asdict(cfg).items() if _active(name, cfg.model.family)}
 
 
 def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -> Config:
@@ -335,7 +342,7 @@ def with_values(cfg: Config, values: dict[str, Any], where: str = "overrides") -
         raw[section][key] = value
     # Switching model.family leaves the old family's section behind, unless it was set here.
     for section in FAMILY_SECTIONS:
-        if section != raw["model"]["family"] and not any(k.startswith(section + ".") for k in values):
+        if not _active(section, raw["model"]["family"]) and not any(k.startswith(section + ".") for k in values):
             raw.pop(section, None)
     return from_dict(raw, where)
 

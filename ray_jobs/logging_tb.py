@@ -15,14 +15,18 @@ from torch.utils.tensorboard import SummaryWriter
 from data.classes import colorize
 
 
-def image_grid(label_ids: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, max_rows: int = 4) -> np.ndarray:
-    """HWC uint8 grid: one row per sample, columns colourised label, real, fake."""
-    n = min(max_rows, real.shape[0])
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def image_grid(label_ids: torch.Tensor, *images: torch.Tensor, max_rows: int = 4) -> np.ndarray:
+    """HWC uint8 grid: one row per sample, columns the colourised label, then each image (for
+    SPADE: real, fake; for an exemplar family: exemplar, warped exemplar, fake)."""
+    n = min(max_rows, label_ids.shape[0])
     rows = []
     for i in range(n):
         label_rgb = colorize(label_ids[i].cpu().numpy().astype(np.uint8))
-        to_uint8 = lambda t: ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # noqa: E731
-        rows.append(np.concatenate([label_rgb, to_uint8(real[i]), to_uint8(fake[i])], axis=1))
+        rows.append(np.concatenate([label_rgb, *(_to_uint8(im[i]) for im in images)], axis=1))
     return np.concatenate(rows, axis=0)
 
 

@@ -124,13 +124,14 @@ class Trainer:
         self.nimg = 0
         self.lineage: list[dict[str, Any]] = []  # every donor the weights came through
         self.restored_from: dict[str, Any] | None = None  # set by load() after an exploit
-        self._batches = self._batch_iterator()
 
         # Construct networks and engines. One seed on every rank, then rank 0's parameters
         # (the engines broadcast them) and buffers (broadcast here) everywhere; the EMA copies
         # (G_ema) are loaded from those.
         self._seed_everything(cfg.train.seed)
         self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
+        self.train_set, self.eval_set = self.family.datasets(self.train_set, self.eval_set)  # exemplars
+        self._batches = self._batch_iterator()
         self.engines: dict[str, Any] = {}  # net name -> DeepSpeed engine, in the family's order
         self.ema: dict[str, torch.nn.Module] = {}  # net name -> its EMA copy (float32, eval mode)
         for net in self.family.nets:
@@ -188,6 +189,8 @@ class Trainer:
         the donor's learning rates, so the trial's own mutated values are re-applied."""
         if cfg != self.cfg:  # new loss weights: rebuild the loss modules (VGG16/VGG19) once
             self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
+        self.train_set, self.eval_set = self.family.datasets(self.train_set, self.eval_set)  # exemplars
+        self._batches = self._batch_iterator()
         self.cfg = cfg
         for net in self.family.nets:
             for group in self.engines[net.name].optimizer.param_groups:
@@ -253,9 +256,9 @@ class Trainer:
                     lrs = {f"lr/{name}": lr for name, lr in self.learning_rates().items()}
                     self.logger.scalars({**logs, **lrs, "ema/beta": beta}, self.step)
                 if self.step % self.cfg.train.image_every == 0:
-                    inputs = {k: v.float() for k, v in self.family.eval_inputs(batch).items()}  # bf16 batches
-                    fake = self.family.generate(self._eval_nets(), inputs, None)
-                    self.logger.image(*self.family.image_grid(batch, fake), self.step)
+                    floats = {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}  # bf16
+                    with torch.no_grad():
+                        self.logger.image(*self.family.image_grid(self._eval_nets(), floats), self.step)
             if progress is not None:
                 progress(self.step, logs)
         return logs

@@ -218,11 +218,12 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
 
     every = 2
     base = config_lib.with_values(spec.base, {
-        **FAMILIES[spec.base.model.family].smoke_overrides,
         "data.size_px": 32, "data.n_train": 16, "data.n_eval": 8,
+        "optim.batch_size": 2 * spec.resources.workers_per_trial,
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,
         "loss.random_backbones": True, "eval.random_weights": True, "eval.dims": 192,
+        **FAMILIES[spec.base.model.family].smoke_overrides,  # a family that needs 64 px says so
     }, f"{spec.path} --smoke")
     # A grid multiplies the samples (2 x each grid's size): in a smoke run its values are drawn.
     space = {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and "grid_search" in v else v

@@ -13,7 +13,7 @@ from ray_jobs.families import FAMILIES
 
 
 def test_the_dict_names_every_family_the_config_accepts() -> None:
-    assert set(FAMILIES) == set(C._CHOICES["model.family"]) == set(C.FAMILY_SECTIONS) == set(C._FAMILY_IGNORES)
+    assert set(FAMILIES) == set(C._CHOICES["model.family"]) == set(C.FAMILY_NAMES) == set(C._FAMILY_IGNORES)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -35,6 +35,9 @@ ROWS = {
     "spade+vae": {"model.family": "spade", "spade.use_vae": True, "spade.z_dim": 8, "spade.lambda_vgg": 0.0},
     "spade+sesame": {"model.family": "spade", "model.D": "sesame", "spade.lambda_vgg": 0.0},
     "oasis": {"model.family": "oasis"},
+    "cocosnet": {"model.family": "cocosnet", "exemplar.train_retrieval": "vgg"},
+    "cocosnet2": {"model.family": "cocosnet2", "exemplar.eval_retrieval": "random"},
+    "unite": {"model.family": "unite", "model.D": "sesame", "exemplar.train_retrieval": "random"},
 }
 
 
@@ -47,11 +50,11 @@ def test_two_training_steps_through_the_real_trainer(tmp_path: Path, row: str) -
     values = ROWS[row]
     family = FAMILIES[str(values["model.family"])]
     cfg = C.with_values(C.Config(), {
-        **family.smoke_overrides, **values,
         "data.size_px": 32, "data.n_train": 4, "data.n_eval": 4,
         "loss.random_backbones": True, "optim.batch_size": 2, "train.steps": 2, "train.log_every": 1,
-        "train.image_every": 1, "eval.batch_size": 4, "eval.random_weights": True,
+        "train.image_every": 1, "eval.batch_size": 4, "eval.random_weights": True, "eval.dims": 192,
         "eval.cache_dir": str(tmp_path / "fid_cache"),
+        **family.smoke_overrides, **values,
     })
     tr = Trainer(cfg, tmp_path / "run", trial_id=row)
     assert set(tr.engines) == {net.name for net in family.nets}
@@ -60,7 +63,8 @@ def test_two_training_steps_through_the_real_trainer(tmp_path: Path, row: str) -
     assert all(math.isfinite(v) for v in logs.values())
     assert {f"loss/{phase.name}/total" for phase in family.phases} <= set(logs)
     inputs = {k: v.float() for k, v in tr.family.eval_inputs(next(tr._batches)).items()}
-    assert tr.family.generate(tr._eval_nets(), inputs, None).shape == (2, 3, 32, 32)
+    size = cfg.data.size_px
+    assert tr.family.generate(tr._eval_nets(), inputs, None).shape == (2, 3, size, size)
     assert math.isfinite(tr.evaluate()[tr.objective_name])
 
 
@@ -72,7 +76,8 @@ def test_each_family_space_loads_and_shrinks_for_smoke(space: str) -> None:
     assert spec.scheduler == "pbt" and spec.space
     smoke = _smoke(spec)
     cfg = smoke.base
-    assert (cfg.data.size_px, smoke.num_samples) == (32, 2) and cfg.eval.random_weights
     family = FAMILIES[cfg.model.family](cfg)
+    assert (cfg.data.size_px, smoke.num_samples) == (family.smoke_overrides.get("data.size_px", 32), 2)
+    assert cfg.eval.random_weights
     for net in family.nets:  # the smallest width still builds
         assert sum(p.numel() for p in family.build(net.name).parameters()) > 0

@@ -32,7 +32,7 @@ def tiny(tmp_path: Path, **values: object) -> C.Config:
         "spade.param_free_norm": "batch",
         "spade.lambda_vgg": 0.0, "loss.lambda_cx": 1.0, "loss.lambda_ffl": 1.0, "loss.random_backbones": True,
         "optim.batch_size": 4, "optim.adam_eps": 1e-3, "train.steps": 2, "train.log_every": 1, "train.image_every": 100,
-        "eval.every": 1, "eval.batch_size": 8, "eval.random_weights": True,
+        "eval.every": 1, "eval.batch_size": 8, "eval.random_weights": True, "eval.dims": 192,
         "eval.cache_dir": str(tmp_path / "fid_cache"),
     }
     return C.with_values(C.Config(), {**base, **values})
@@ -108,7 +108,7 @@ def test_two_workers_step_like_one_and_checkpoints_cross_world_sizes(
     # written at 1 worker): step 2, saved by both ranks into one folder.
     report, ckpt2 = run_segment(C.to_dict(cfg), TrialResources(workers_per_trial=2), tmp_path / "trial", "t",
                                 str(ckpt1))
-    assert report["step"] == 2 and report["metric/fd_random_inception"] > 0
+    assert report["step"] == 2 and report["metric/fd_random_inception_dims192"] > 0
     assert read_meta(Path(ckpt2.path))["world"] == 2
 
     # Read back at 1 worker: the same weights, and the same next step (optimizer state too).
@@ -130,6 +130,26 @@ def test_two_workers_step_like_one_and_checkpoints_cross_world_sizes(
         assert len(ours) == len(theirs) > 0
         scale = max(b.abs().max().item() for b in theirs)
         assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) < 1e-3 * scale
+
+
+@pytest.mark.slow
+def test_an_exemplar_family_trains_at_two_workers(tmp_path: Path, ray_cluster: None) -> None:
+    """CoCosNet at 2 workers of 1 image each: every rank retrieves the same exemplars (the
+    cached ranking), both ranks save into one checkpoint, and it reads back at 1 worker."""
+    from ray_jobs.families import FAMILIES
+
+    cfg = C.with_values(C.Config(), {
+        **FAMILIES["cocosnet"].smoke_overrides, "model.family": "cocosnet", "data.n_train": 4, "data.n_eval": 4,
+        "loss.random_backbones": True, "optim.batch_size": 2, "train.steps": 1, "eval.every": 1, "eval.batch_size": 4,
+        "eval.random_weights": True, "eval.dims": 192, "eval.cache_dir": str(tmp_path / "fid_cache"),
+    })
+    report, ckpt = run_segment(C.to_dict(cfg), TrialResources(workers_per_trial=2), tmp_path / "trial", "t", None)
+    assert report["step"] == 1 and report["metric/fd_random_inception_dims192"] > 0
+    assert {"loss/G/ctx", "loss/G/mask", "loss/D/real"} <= set(report)
+    assert read_meta(Path(ckpt.path))["world"] == 2
+    back = Trainer(cfg, tmp_path / "back", trial_id="t")
+    back.load(Path(ckpt.path))
+    assert back.step == 1
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:

@@ -6,12 +6,16 @@ The interface they share is in base.py; each family is a file of its own here.
 from __future__ import annotations
 
 from ray_jobs.families.base import Batch, Family, Net, Phase
+from ray_jobs.families.exemplar import Cocosnet2Family, CocosnetFamily, UniteFamily
 from ray_jobs.families.oasis import OasisFamily
 from ray_jobs.families.spade import SpadeFamily
 
 FAMILIES: dict[str, type[Family]] = {
     "spade": SpadeFamily,
     "oasis": OasisFamily,
+    "cocosnet": CocosnetFamily,
+    "cocosnet2": Cocosnet2Family,
+    "unite": UniteFamily,
 }
 
 __all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

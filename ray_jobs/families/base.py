@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Mapping, Protocol
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from ray_jobs.config import Config
 
@@ -51,6 +52,10 @@ class Family(Protocol):
     def build(self, net: str) -> nn.Module:
         """A fresh network for `net` (the same seed gives the same weights)."""
 
+    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
+        """The training and evaluation sets from the `data` section's pairs, with what the
+        family adds to an item (an exemplar); as they are for most families."""
+
     def to(self, device: torch.device) -> "Family":
         """Move the family's own modules (loss networks) to device."""
 
@@ -69,8 +74,9 @@ class Family(Protocol):
     def generate(self, nets: Mapping[str, nn.Module], inputs: Batch, noise: torch.Tensor | None) -> torch.Tensor:
         """Images in [-1, 1] from evaluation inputs, with the EMA nets where they exist."""
 
-    def image_grid(self, batch: Batch, fake: torch.Tensor) -> tuple[str, np.ndarray]:
-        """TensorBoard's image for a training batch: (tag, HWC uint8 grid)."""
+    def image_grid(self, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[str, np.ndarray]:
+        """TensorBoard's image for a training batch, made with the EMA nets where they exist:
+        (tag, HWC uint8 grid)."""
 
     def hparams(self) -> dict[str, Any]:
         """The family's searched loss weights, for TensorBoard's hparams view."""

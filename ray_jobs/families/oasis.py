@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from losses.oasis import labelmix, labelmix_loss, n1_loss
 from models.oasis import OASISDiscriminator, OASISGenerator
@@ -39,6 +40,9 @@ class OasisFamily:
             return OASISGenerator(d.num_classes, channels_G=m.ngf, crop_size=d.size_px, num_res_blocks=o.num_res_blocks,
                                   z_dim=o.z_dim, spade_ks=o.spade_ks, param_free_norm=o.param_free_norm)
         return OASISDiscriminator(d.num_classes, channels_D=m.ndf, crop_size=d.size_px, num_res_blocks=o.num_res_blocks)
+
+    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
+        return train, evals
 
     def to(self, device: torch.device) -> "OasisFamily":
         self.extras.to(device)
@@ -88,9 +92,10 @@ class OasisFamily:
         """From the label and 3D noise (fixed noise at evaluation; drawn when None)."""
         return nets["G"](inputs["label"], noise)
 
-    def image_grid(self, batch: Batch, fake: torch.Tensor) -> tuple[str, np.ndarray]:
+    def image_grid(self, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[str, np.ndarray]:
         from ray_jobs.logging_tb import image_grid
 
+        fake = self.generate(nets, self.eval_inputs(batch), None)
         return "images/label_real_fake", image_grid(batch["label"].argmax(1), batch["image"], fake)
 
     def hparams(self) -> dict[str, Any]:

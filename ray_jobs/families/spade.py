@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from losses.adversarial import gan_loss
 from losses.feature_matching import feature_matching_loss
@@ -78,6 +79,9 @@ class SpadeFamily:
         D = MultiscaleSesameDiscriminator if m.D == "sesame" else MultiscaleDiscriminator
         return D(input_nc=self.cfg.data.num_classes + 3, num_D=m.num_D, ndf=m.ndf, n_layers_D=m.n_layers_D)
 
+    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
+        return train, evals
+
     def to(self, device: torch.device) -> "SpadeFamily":
         self.extras.to(device)
         if self.vgg is not None:
@@ -138,9 +142,10 @@ class SpadeFamily:
         fake, _, _ = nets["G"](inputs["label"], None, noise)
         return fake
 
-    def image_grid(self, batch: Batch, fake: torch.Tensor) -> tuple[str, np.ndarray]:
+    def image_grid(self, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[str, np.ndarray]:
         from ray_jobs.logging_tb import image_grid
 
+        fake = self.generate(nets, self.eval_inputs(batch), None)
         return "images/label_real_fake", image_grid(batch["label"].argmax(1), batch["image"], fake)
 
     def eval_noise(self, n: int, seed: int) -> torch.Tensor | None:

@@ -1,0 +1,107 @@
+"""The config sections of the generator families: each family reads its own section (named
+after it), and the exemplar families (CoCosNet v1/v2, UNITE) share `exemplar`. `SECTION_FAMILIES`
+says which families may set which section; config.py refuses a section of another family.
+Defaults are the official training's, at the reference configuration each file names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite")
+EXEMPLAR_FAMILIES = ("cocosnet", "cocosnet2", "unite")
+SECTION_FAMILIES: dict[str, tuple[str, ...]] = {name: (name,) for name in FAMILY_NAMES} | {"exemplar": EXEMPLAR_FAMILIES}
+
+
+@dataclass(frozen=True)
+class SpadeConfig:
+    """model.family: spade (GauGAN, Park et al. 2019)."""
+
+    gan_mode: str = "hinge"  # hinge | ls | original (non-saturating)
+    lambda_feat: float = 10.0  # discriminator feature matching
+    lambda_vgg: float = 10.0  # VGG19 perceptual loss
+    num_upsampling_layers: str = "normal"  # normal | more | most
+    use_vae: bool = False  # style encoder + KL term
+    z_dim: int = 256  # use_vae: style code size
+    param_free_norm: str = "batch"  # batch | instance
+    lambda_kld: float = 0.05  # use_vae: KL divergence of the style code
+
+
+@dataclass(frozen=True)
+class OasisConfig:
+    """model.family: oasis (Schonfeld, Sushko et al. 2021): G from label + 3D noise, a U-Net D
+    that classifies every pixel into N classes + fake. model.ngf and model.ndf are its widths."""
+
+    num_res_blocks: int = 6  # G and D blocks; data.size_px must be a multiple of 2**num_res_blocks
+    z_dim: int = 64  # 3D noise channels, broadcast to every pixel
+    spade_ks: int = 3  # SPADE kernel size
+    param_free_norm: str = "batch"  # batch | instance (synchronised at several workers)
+    lambda_labelmix: float = 10.0  # LabelMix consistency of D
+    class_balancing: bool = True  # N+1 loss weighted by inverse class frequency
+    dontcare_label: bool = False  # label class 0 is "don't care" (ADE20K's unknown): weight 0
+    lambda_vgg: float = 0.0  # VGG19 perceptual loss (OASIS's --add_vgg_loss; 10 when on)
+
+
+@dataclass(frozen=True)
+class ExemplarConfig:
+    """model.family cocosnet, cocosnet2, unite: the training photo each label map gets as its
+    style reference (data/exemplars.py), chosen separately for training and evaluation."""
+
+    train_retrieval: str = "iou"  # random | iou (label-histogram IoU) | vgg (VGG19 feature cosine)
+    eval_retrieval: str = "iou"  # the same choices; vgg looks at the held-out photo
+    top_k: int = 5  # training draws one of the k best (the official easy/hard references)
+    self_ref_prob: float = 0.3  # training: the pair's own photo as its exemplar (official 0.3)
+
+
+@dataclass(frozen=True)
+class CocosnetConfig:
+    """model.family: cocosnet (CoCosNet v1, Zhang et al. 2020): a correspondence net warps the
+    exemplar to the label map, a SPADE G renders from the warp. Weights: microsoft/CoCosNet's
+    ADE20K command. model.ngf is G's and the correspondence net's width."""
+
+    lambda_gan: float = 10.0  # hinge GAN, G's and D's
+    lambda_feat: float = 10.0  # D feature matching
+    lambda_fm: float = 1.0  # VGG19 feature matching to the real, self-reference samples only
+    lambda_perc: float = 0.01  # perceptual MSE to the real (relu5_2)
+    lambda_ctx: float = 10.0  # contextual loss to the exemplar
+    lambda_domain: float = 10.0  # domain alignment: label and real adapted features (L1)
+    lambda_mask: float = 100.0  # warped exemplar label vs the label map
+    lambda_warp_self: float = 0.0  # warped exemplar vs the real, self-reference samples
+    lambda_warp_cycle: float = 0.0  # exemplar warped there and back vs itself
+    use_attention: bool = True  # G's self-attention
+    warp_stride: int = 4  # the correspondence is computed at 1/warp_stride resolution
+
+
+@dataclass(frozen=True)
+class Cocosnet2Config:
+    """model.family: cocosnet2 (CoCosNet v2, Zhou et al. 2021): full-resolution correspondence
+    by hierarchical PatchMatch with a ConvGRU. Weights: microsoft/CoCosNet-v2's DeepFashionHD
+    command. model.ngf is G's width, nef the correspondence encoders'."""
+
+    lambda_gan: float = 10.0
+    lambda_feat: float = 10.0
+    lambda_fm: float = 10.0  # VGG19 feature matching to the real, self-reference samples only
+    lambda_perc: float = 0.001  # perceptual MSE to the real (relu4_2)
+    lambda_ctx: float = 10.0
+    lambda_domain: float = 10.0  # feature pairs of label and real, every pyramid level (L1)
+    lambda_warp_self: float = 500.0  # warps at every level vs the real, self-reference samples
+    lambda_warp_cycle: float = 1.0
+    nef: int = 32  # correspondence encoder width
+    iteration_count: int = 5  # PatchMatch iterations per level
+
+
+@dataclass(frozen=True)
+class UniteConfig:
+    """model.family: unite (UNITE, Zhan et al. 2021): the exemplar is warped by unbalanced
+    optimal transport between learned feature masses. Weights: the official train_ade.sh.
+    model.ngf is G's width, nef the correspondence encoders'."""
+
+    lambda_gan: float = 10.0
+    lambda_feat: float = 10.0
+    lambda_fm: float = 1.0
+    lambda_perc: float = 0.01
+    lambda_ctx: float = 10.0
+    lambda_domain: float = 10.0
+    lambda_mask: float = 500.0  # the official L1 warp-mask term (its NLL branch never runs)
+    nef: int = 64
+    reach: float = 0.0  # KL relaxation of the marginals; 0: balanced OT, as the official ADE20K run
