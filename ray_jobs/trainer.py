@@ -189,8 +189,6 @@ class Trainer:
         the donor's learning rates, so the trial's own mutated values are re-applied."""
         if cfg != self.cfg:  # new loss weights: rebuild the loss modules (VGG16/VGG19) once
             self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
-        self.train_set, self.eval_set = self.family.datasets(self.train_set, self.eval_set)  # exemplars
-        self._batches = self._batch_iterator()
         self.cfg = cfg
         for net in self.family.nets:
             for group in self.engines[net.name].optimizer.param_groups:
