@@ -3,8 +3,9 @@
 one module (one optimizer, as the official netCorr + netG), D SPADE's multi-scale PatchGAN (or
 SESAME's) on [label, image].
 
-Phases as the official `pix2pix_trainer.py`: G's step first, then D's on a fake of the same
-batch (detached). G's loss is the official `compute_generator_loss` term for term, each weighted
+Phases in the official `pix2pix_trainer.py` order: G's step first, then D's on a fake of the same
+batch, detached (drawn again from the stepped G: the official D sees the fake from before G's
+step, which would need the G phase to hand its output over). G's loss is the official `compute_generator_loss` term for term, each weighted
 by its key in the family's section (losses/exemplar.py); D's is hinge on real and fake, both
 weighted by `lambda_gan` like G's adversarial term. The three differ in their net, their warp
 terms and the perceptual layer only.
