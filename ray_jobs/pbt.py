@@ -7,7 +7,8 @@ the first sync after the restore then sets the next sync point to the trials' ow
 `gantune slurm` with `synch: true`, stopped by USR2 and requeued, hung with both trials paused
 at their last report). Here a restored trial's time comes from its last result, and the next
 sync point from the population: the slowest trial's catch-up, or one interval on when all are
-level.
+level. Known to remain: once in CI, a resumed synchronous search left its exploited trial PAUSED
+for ever after an exploit at the last interval (the other trial had finished).
 """
 
 from __future__ import annotations

@@ -105,17 +105,15 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
-    # Synchronous PBT: Tune's restored scheduler used to pause every trial for ever (ray_jobs.pbt).
-    space = make_space(tmp_path, "r", **{"resample_probability: 0.5}": "resample_probability: 0.5, synch: true}"})
+    space = make_space(tmp_path, "r")
     exp = tmp_path / "runs" / "r"
     proc = subprocess.Popen([sys.executable, "-m", "ray_jobs.cli", "tune", str(space)], cwd=tmp_path,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    # Both trials have reported once: level, as synchronous PBT keeps them.
     deadline = time.time() + 600
-    while time.time() < deadline and len(list(exp.glob("trial_*/checkpoint_000000"))) < 2:
+    while time.time() < deadline and not list(exp.glob("trial_*/checkpoint_000000")):
         time.sleep(0.5)
-    assert len(list(exp.glob("trial_*/checkpoint_000000"))) == 2, "the search never checkpointed"
+    assert list(exp.glob("trial_*/checkpoint_000000")), "the search never checkpointed"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-2000:]
@@ -126,7 +124,7 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
     again = gantune("tune", str(space), cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a search
 
-    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path, timeout_s=400)
+    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["complete"] is True and len(summary["trials"]) == 2
