@@ -37,6 +37,8 @@ from backbones.inception import (
 )
 from gantune.errors import GantuneError
 from metrics.image_folder import ImageFolderBatches, files_key, list_images
+from metrics.kid import kernel_inception_distance
+from metrics.objectives import inception_metric_name
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,15 @@ Images = Tensor | Iterable[Tensor]  # (N, 3, H, W) in [0, 1], or batches of that
 def metric_name(random_weights: bool, dims: int = FEATURE_DIM) -> str:
     """`fid` for the official Inception's pool3; `fd_random_inception` for the random stand-in;
     `_dims<N>` appended for another feature layer (not comparable to pool3 values)."""
-    name = "fd_random_inception" if random_weights else "fid"
-    return name if dims == FEATURE_DIM else f"{name}_dims{dims}"
+    return inception_metric_name("fid", random_weights, dims)
 
 
-def random_weights_note(real_set: str, dims: int = FEATURE_DIM) -> str:
+def random_weights_note(real_set: str, dims: int = FEATURE_DIM, statistic: str = "fid") -> str:
+    distance, official = {"fid": ("a Frechet", "FID"), "kid": ("a kernel (KID's MMD)", "KID")}[statistic]
     return (
-        f"{metric_name(True, dims)} is a Frechet distance on randomly initialised Inception "
-        f"features ({dims}-d), batch norm recalibrated on {real_set}; it is NOT FID and not "
-        "comparable to FID values."
+        f"{inception_metric_name(statistic, True, dims)} is {distance} distance on randomly initialised "
+        f"Inception features ({dims}-d), batch norm recalibrated on {real_set}; it is NOT {official} and not "
+        f"comparable to {official} values."
     )
 
 
@@ -228,7 +230,9 @@ class FidEvaluator:
     feature_net: injected extractor (e.g. a tiny net in tests), used as is: images in [0, 1] ->
         (N, D). Its metric is `fd_injected_features`; caching needs its `weights_id` attribute.
 
-    The result is {"metric/<name>": value, "metric/official_inception": bool}.
+    statistic: "fid" (Frechet distance to the cached mean and covariance) or "kid" (KID's
+    polynomial MMD, metrics/kid.py, to the cached real features themselves; `kd_...` on the
+    stand-in). The result is {"metric/<name>": value, "metric/official_inception": bool}.
     """
 
     def __init__(
@@ -247,6 +251,7 @@ class FidEvaluator:
         progress: bool = True,  # tqdm bars during feature extraction
         real_set_name: str = "the real images",  # how the note names the recalibration set
         feature_net: nn.Module | None = None,
+        statistic: str = "fid",
     ) -> None:
         if not isinstance(real, Tensor) and iter(real) is real:
             raise GantuneError(
@@ -254,6 +259,9 @@ class FidEvaluator:
             )
         if batch_size < 1:
             raise GantuneError(f"batch_size: expected a positive integer, got {batch_size}")
+        if statistic not in ("fid", "kid"):
+            raise GantuneError(f"statistic: expected 'fid' or 'kid', got {statistic!r}")
+        self.statistic = statistic
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.progress = progress
@@ -261,15 +269,15 @@ class FidEvaluator:
         # Build the feature network.
         if feature_net is not None:
             self.net: nn.Module = feature_net
-            self.metric, self.official, self.note = "fd_injected_features", False, ""
+            self.metric, self.official, self.note = f"{statistic[0]}d_injected_features", False, ""
             weights_id = getattr(feature_net, "weights_id", None)
             recalibrate = False
         else:
             self.net = build_fid_inception(
                 random_weights=random_weights, seed=seed, weights_dir=weights_dir, dims=dims
             )
-            self.metric, self.official = metric_name(random_weights, dims), not random_weights
-            self.note = random_weights_note(real_set_name, dims) if random_weights else ""
+            self.metric, self.official = inception_metric_name(statistic, random_weights, dims), not random_weights
+            self.note = random_weights_note(real_set_name, dims, statistic) if random_weights else ""
             weights_id = self.net.weights_id
             recalibrate = random_weights
         self.metric_key = f"metric/{self.metric}"
@@ -292,10 +300,16 @@ class FidEvaluator:
         if cached is not None and recalibrate and not self._load_bn_buffers(cached):
             log.warning("statistics cache %s lacks the batch-norm buffers; recomputing", path)
             cached = None
+        if cached is not None and statistic == "kid" and "features" not in cached:
+            log.warning("statistics cache %s lacks the real features KID needs; recomputing", path)
+            cached = None
+        self.real_features: Tensor | None = None
         if cached is not None:
             log.info("real statistics from cache %s", path)
             mu, sigma = cached["mu"], cached["sigma"]
             self.n_real = int(cached["n"])
+            if statistic == "kid":
+                self.real_features = torch.from_numpy(cached["features"])
         else:
             if recalibrate:
                 real_batches = _batches(real, batch_size, "real")
@@ -303,10 +317,14 @@ class FidEvaluator:
             feats = self.features(real, desc="real")
             mu, sigma = feature_statistics(feats)
             self.n_real = feats.shape[0]
+            if statistic == "kid":
+                self.real_features = feats
             if cacheable:
                 arrays = {"mu": mu, "sigma": sigma, "n": np.asarray(self.n_real)}
                 if recalibrate:
                     arrays |= self._bn_buffers()
+                if statistic == "kid":
+                    arrays["features"] = feats.numpy()
                 _save_atomic(path, arrays)
                 log.info("real statistics cached in %s", path)
         self.mu_real, self.sigma_real = _as64(mu), _as64(sigma)
@@ -331,8 +349,18 @@ class FidEvaluator:
         )
         return value, feats.shape[0]
 
+    def kernel_distance(self, images: Images) -> tuple[float, int]:
+        """KID of `images` to the real features: the mean over 100 subsets of up to 1000 rows
+        each, the defaults of KID's paper code and torch-fidelity."""
+        if self.real_features is None:
+            raise GantuneError("kernel_distance: this evaluator was built with statistic='fid'")
+        feats = self.features(images, desc="fake")
+        mean, _ = kernel_inception_distance(feats, self.real_features, num_subsets=100, subset_size=1000)
+        return mean, feats.shape[0]
+
     def __call__(self, fake_images: Images) -> dict[str, float | bool]:
-        value, _ = self.distance(fake_images)
+        score = self.kernel_distance if self.statistic == "kid" else self.distance
+        value, _ = score(fake_images)
         return {self.metric_key: value, "metric/official_inception": self.official}
 
     def _bn_buffers(self) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from gantune.errors import GantuneError
+from metrics import objectives
 from ray_jobs.family_config import (
     EXEMPLAR_FAMILIES,
     FAMILY_NAMES,
@@ -99,11 +100,27 @@ class TrainConfig:
 class EvalConfig:
     every: int = 100  # steps between evaluations (= checkpoints = PBT reports)
     batch_size: int = 16
+    # What the search optimises (metrics/objectives.py): fid or kid on Inception features,
+    # minimised; psnr or ssim of G_ema's output against the paired real photo, maximised.
+    objective: str = "fid"
+    mode: str = ""  # min or max; empty: the objective's own. A contrary mode is refused.
     random_weights: bool = False  # random Inception stand-in: reported as fd_random_inception
     dims: int = 2048  # Inception feature layer, as pytorch-fid's --dims; 2048 (pool3) is FID
     seed: int = 0  # fixed noise for G_ema at evaluation
     weights_dir: str = ""
     cache_dir: str = ""  # real-statistics cache (default ~/.cache/gantune/fid_stats)
+    y_channel: bool = False  # psnr/ssim on BasicSR's Y channel (BT.601, 16-235) instead of RGB
+    crop_border: int = 0  # psnr/ssim: pixels cut from each edge first, as BasicSR's crop_border
+
+    @property
+    def objective_key(self) -> str:
+        """`metric/<name>`: the key of every report, progress.csv column and summary."""
+        return "metric/" + objectives.metric_name(self.objective, random_weights=self.random_weights,
+                                                  dims=self.dims, y_channel=self.y_channel)
+
+    @property
+    def objective_mode(self) -> str:
+        return self.mode or objectives.MODES[self.objective]
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,8 @@ _CHOICES: dict[str, tuple[object, ...]] = {
     "spade.gan_mode": ("hinge", "ls", "original"),
     "optim.precision": ("fp32", "bf16"),
     "eval.dims": FID_DIMS,
+    "eval.objective": tuple(objectives.MODES),
+    "eval.mode": ("", "min", "max"),
 }
 # Measured at 2 workers (tests/test_multiworker.py): ZeRO 0, 1 and 2 train two-engine GANs and
 # match one worker to 1e-5, with G's step through D's raw module (so DeepSpeed #4923, D's loss
@@ -168,6 +187,11 @@ def no_effect(cfg: Config, key: str) -> str | None:
         return "data.source is 'folder' (these size and seed the built-in scenes)"
     if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
         return "spade.use_vae is false (no style encoder)"
+    objective = cfg.eval.objective
+    if key in ("eval.y_channel", "eval.crop_border") and objective not in objectives.PAIRED_OBJECTIVES:
+        return f"eval.objective is {objective!r} (they shape psnr and ssim)"
+    if key in ("eval.random_weights", "eval.dims", "eval.weights_dir", "eval.cache_dir") and objective not in objectives.INCEPTION_OBJECTIVES:
+        return f"eval.objective is {objective!r} (no Inception network)"
     section = key.partition(".")[0]
     if not _active(section, cfg.model.family):
         return f"model.family is {cfg.model.family!r}"
@@ -284,6 +308,14 @@ def validate(cfg: Config, where: str = "config") -> None:
                 f"{where}: train.diffaug has unknown policy {p.strip()!r}; expected a comma "
                 f"list of {', '.join(_DIFFAUG)}"
             )
+    e = cfg.eval
+    if e.mode and e.mode != objectives.MODES[e.objective]:
+        raise GantuneError(f"{where}: eval.mode={e.mode!r} contradicts eval.objective={e.objective!r}, which is "
+                           f"better {'lower' if objectives.MODES[e.objective] == 'min' else 'higher'}; "
+                           f"leave eval.mode out or set {objectives.MODES[e.objective]!r}")
+    if not 0 <= 2 * e.crop_border < cfg.data.size_px:
+        raise GantuneError(f"{where}: eval.crop_border must be >= 0 and leave pixels of data.size_px="
+                           f"{cfg.data.size_px}, got {e.crop_border}")
     if cfg.data.source == "folder" and not cfg.data.root:
         raise GantuneError(f"{where}: data.root is required when data.source is 'folder'")
     if cfg.data.source == "scenes" and cfg.data.n_train < cfg.optim.batch_size:

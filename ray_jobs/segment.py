@@ -46,16 +46,14 @@ class TrialResources:
 def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
     """Train `steps`, score G_ema, and the metrics a report carries (without the checkpoint).
 
-    Never NaN: a diverged trial reports DIVERGED_SCORE (PBT's quantiles would sort NaN as good).
+    Never NaN: a diverged trial reports `trainer.diverged_score` (PBT's quantiles would sort NaN as good).
     Every report carries the exploit keys: Tune's progress.csv keeps the first report's columns.
     """
-    from ray_jobs.trainer import DIVERGED_SCORE
-
     t0 = time.perf_counter()
     logs = trainer.train(steps)
     t1 = time.perf_counter()
     diverged = bool(logs.get("diverged"))
-    metrics = {trainer.objective_name: DIVERGED_SCORE} if diverged else trainer.evaluate()
+    metrics = {trainer.objective_name: trainer.diverged_score} if diverged else trainer.evaluate()
     t2 = time.perf_counter()
     restored = trainer.restored_from or {"from_trial": "", "step": -1}
     trainer.restored_from = None  # said once, in the first report after the exploit

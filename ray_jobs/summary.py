@@ -63,8 +63,11 @@ def _exploits(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
 
 
 def write_summary(
-    results: Any, exp_dir: Path, objective: str, searched: list[str], complete: bool = True
+    results: Any, exp_dir: Path, objective: str, mode: str, searched: list[str], complete: bool = True
 ) -> dict[str, Any]:
+    """summary.json: per trial its history, best (in `mode`: min or max) and exploits, and the
+    best trial of the search."""
+    best_of = min if mode == "min" else max
     trials = []
     for result in results:
         reports = _reports(Path(result.path))
@@ -79,7 +82,7 @@ def write_summary(
         best_ckpt = None
         if history:
             try:
-                best = result.get_best_checkpoint(objective, "min")
+                best = result.get_best_checkpoint(objective, mode)
                 best_ckpt = best.path if best is not None else None
             except (RuntimeError, ValueError):
                 best_ckpt = None
@@ -92,7 +95,7 @@ def write_summary(
                 "path": result.path,
                 "config": {k: result.config.get(k) for k in searched},
                 "history": history,
-                "best": min((h["value"] for h in history), default=None),
+                "best": best_of((h["value"] for h in history), default=None),
                 "final": history[-1]["value"] if history else None,
                 "steps": history[-1]["step"] if history else 0,
                 "exploits": _exploits(exp_dir, trial_id),
@@ -102,10 +105,10 @@ def write_summary(
             }
         )
     finished = [t for t in trials if t["best"] is not None and math.isfinite(t["best"])]
-    best_trial = min(finished, key=lambda t: t["best"]) if finished else None
+    best_trial = best_of(finished, key=lambda t: t["best"]) if finished else None
     summary = {
         "objective": objective,
-        "mode": "min",
+        "mode": mode,
         "objective_is_fid": objective == "metric/fid",
         "complete": complete,  # False: interrupted, `gantune tune SPACE --resume` continues it
         "experiment_dir": str(exp_dir),
@@ -136,10 +139,12 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     print()
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    official = "KID" if objective.startswith("k") else "FID"
     if "random_inception" in objective:
-        print(f"\nnote: {objective} is a Frechet distance on randomly initialised Inception features, not FID")
-    elif not summary["objective_is_fid"]:
-        print(f"\nnote: {objective} uses another Inception layer than pool3; not comparable to published FID")
+        kind = "kernel" if official == "KID" else "Frechet"
+        print(f"\nnote: {objective} is a {kind} distance on randomly initialised Inception features, not {official}")
+    elif "_dims" in objective:
+        print(f"\nnote: {objective} uses another Inception layer than pool3; not comparable to published {official}")
     if summary["best_trial"]:
         print(f"\nbest trial {summary['best_trial']}: {objective} {summary['best_value']:.4g}")
         for k, v in (summary["best_config"] or {}).items():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gantune.errors import GantuneError
 from ray_jobs.config import Config
-from ray_jobs.trainer import DIVERGED_SCORE, Trainer
+from ray_jobs.trainer import Trainer
 
 
 def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, float]:
@@ -38,7 +38,7 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
     while trainer.step < cfg.train.steps:
         logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step), progress=progress)
         if logs.get("diverged"):
-            metrics = {trainer.objective_name: DIVERGED_SCORE}
+            metrics = {trainer.objective_name: trainer.diverged_score}
             sys.stderr.write(f"\nstep {trainer.step}: loss is not finite; stopping (last checkpoint kept)\n")
             break
         metrics = trainer.evaluate()

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gantune.errors import GantuneError
+from metrics import objectives
 from models.sync_batchnorm import convert_sync_batchnorm
 from ray_jobs import checkpoint
 from ray_jobs import config as config_lib
@@ -42,10 +43,6 @@ from ray_jobs.families import FAMILIES
 from ray_jobs.logging_tb import TrialLogger
 
 log = logging.getLogger(__name__)
-
-# A diverged trial reports this instead of NaN: PBT sorts NaN scores wrongly.
-DIVERGED_SCORE = 1e6
-
 
 def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
     o = cfg.optim
@@ -206,7 +203,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     def train(self, n_steps: int, progress: Any = None) -> dict[str, float]:
         """Run n_steps of the family's phases. Returns the last logged losses; `diverged` is set
-        when a loss went non-finite (the caller reports DIVERGED_SCORE and stops)."""
+        when a loss went non-finite (the caller reports `diverged_score` and stops)."""
         batch_size = self.cfg.optim.batch_size  # global
         logs: dict[str, float] = {}
         modules = {name: engine.module for name, engine in self.engines.items()}
@@ -267,7 +264,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------
     def _build_evaluator(self) -> Any:
+        """The objective's scorer: Inception statistics of the real evaluation set (fid, kid), or
+        the real images themselves, in the order of the inputs (psnr, ssim)."""
         from metrics.fid import FidEvaluator
+        from metrics.paired import PairedEvaluator
 
         e, d = self.cfg.eval, self.cfg.data
         loader = DataLoader(self.eval_set, batch_size=e.batch_size, shuffle=False)
@@ -277,6 +277,8 @@ class Trainer:
             reals.append(batch["image"])
         self._eval_inputs = {k: torch.cat([b[k] for b in inputs]) for k in inputs[0]}
         real01 = (torch.cat(reals) + 1) / 2
+        if e.objective in objectives.PAIRED_OBJECTIVES:
+            return PairedEvaluator(real01, e.objective, crop_border=e.crop_border, y_only=e.y_channel)
         # Everything that decides the evaluation images: the real statistics are cached on it.
         files = ""
         if d.source == "folder":  # names, sizes and mtimes: an edited photo invalidates the cache
@@ -298,6 +300,7 @@ class Trainer:
             cache_dir=e.cache_dir or None,
             progress=False,
             real_set_name="the evaluation set",
+            statistic=e.objective,
         )
 
     @torch.no_grad()
@@ -323,9 +326,13 @@ class Trainer:
 
     @property
     def objective_name(self) -> str:
-        from metrics.fid import metric_name
+        return self.cfg.eval.objective_key
 
-        return "metric/" + metric_name(self.cfg.eval.random_weights, self.cfg.eval.dims)
+    @property
+    def diverged_score(self) -> float:
+        """Reported instead of NaN by a diverged trial (PBT sorts NaN wrongly): the worst value
+        in the objective's direction."""
+        return objectives.DIVERGED_SCORES[self.cfg.eval.objective_mode]
 
     # ----------------------------------------------------------------------------------------
     def save(self, ckpt_dir: Path) -> Path:

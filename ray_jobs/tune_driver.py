@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from gantune.errors import GantuneError
+from metrics.objectives import INCEPTION_OBJECTIVES
 from ray_jobs import config as config_lib
 from ray_jobs.config import Config
 from ray_jobs.segment import PLACEMENTS, TrialResources
@@ -55,9 +56,11 @@ class SearchSpec:
 
     @property
     def objective(self) -> str:
-        from metrics.fid import metric_name
+        return self.base.eval.objective_key
 
-        return "metric/" + metric_name(self.base.eval.random_weights, self.base.eval.dims)
+    @property
+    def mode(self) -> str:
+        return self.base.eval.objective_mode
 
 
 def parse_domain(where: str, text: Any) -> Any:
@@ -208,8 +211,8 @@ def _check_batch(spec: SearchSpec) -> None:
 def _smoke(spec: SearchSpec) -> SearchSpec:
     """`--smoke`: any search as 2 trials of 2 evaluations of a few steps, at the family's
     smallest width and a small image, for a first try and for CI. It checks the plumbing, not
-    the metric: backbones are random and features 192-d (the objective is named
-    fd_random_inception_dims192: a 2048-d covariance of 8 images costs an eigendecomposition of
+    the metric: backbones are random and Inception features 192-d (a Frechet objective is named
+    fd_random_inception_dims192: the eigendecomposition of a 2048-d covariance of 8 images takes
     seconds and says nothing more), and on a machine without CUDA a GPU space runs its workers on
     one CPU each."""
     from ray import tune
@@ -222,7 +225,9 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
         "optim.batch_size": 2 * spec.resources.workers_per_trial,
         "train.steps": 2 * every, "train.log_every": 1, "train.image_every": every,
         "eval.every": every, "eval.batch_size": 8,
-        "loss.random_backbones": True, "eval.random_weights": True, "eval.dims": 192,
+        "loss.random_backbones": True,
+        **({"eval.random_weights": True, "eval.dims": 192}
+           if spec.base.eval.objective in INCEPTION_OBJECTIVES else {}),
         **FAMILIES[spec.base.model.family].smoke_overrides,  # a family that needs 64 px says so
     }, f"{spec.path} --smoke")
     # A grid multiplies the samples (2 x each grid's size): in a smoke run its values are drawn.
@@ -329,7 +334,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
             param_space=dict(spec.space),
             tune_config=tune.TuneConfig(
                 metric=spec.objective,
-                mode="min",
+                mode=spec.mode,
                 scheduler=_scheduler(spec),
                 num_samples=spec.num_samples,
                 max_concurrent_trials=max_concurrent,
@@ -355,7 +360,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         r.error is not None or (r.metrics or {}).get("done") or spec.scheduler == "asha"
         for r in results
     )
-    summary = write_summary(results, exp_dir, spec.objective, list(spec.space), complete)
+    summary = write_summary(results, exp_dir, spec.objective, spec.mode, list(spec.space), complete)
     print_summary(summary, exp_dir)
     if not complete:
         raise GantuneError(

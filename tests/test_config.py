@@ -68,6 +68,14 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
         ("model: {family: unite}\ndata: {size_px: 64}\nexemplar: {train_retrieval: sift}", "exemplar.train_retrieval must be one of"),
         ("model: {family: unite}\ndata: {size_px: 64}\nexemplar: {self_ref_prob: 1.5}", "exemplar.self_ref_prob must be in \\[0, 1\\]"),
         ("model: {family: cocosnet}\ndata: {size_px: 64}\nunite: {nef: 8}", "section 'unite' is for model.family unite, but model.family is 'cocosnet'"),
+        # The objective and its direction.
+        ("eval: {objective: lpips}", "eval.objective must be one of \\['fid', 'kid', 'psnr', 'ssim'\\]"),
+        ("eval: {objective: fid, mode: max}", "eval.mode='max' contradicts eval.objective='fid', which is better lower; leave eval.mode out or set 'min'"),
+        ("eval: {objective: psnr, mode: min}", "eval.mode='min' contradicts eval.objective='psnr', which is better higher"),
+        ("eval: {mode: best}", "eval.mode must be one of"),
+        ("eval: {y_channel: true}", "eval.y_channel=True has no effect: eval.objective is 'fid' \\(they shape psnr and ssim\\)"),
+        ("eval: {objective: ssim, random_weights: true}", "eval.random_weights=True has no effect: eval.objective is 'ssim' \\(no Inception network\\)"),
+        ("eval: {objective: psnr, crop_border: 16}\ndata: {size_px: 32}", "eval.crop_border must be >= 0 and leave pixels of data.size_px=32, got 16"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -75,6 +83,19 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
     with pytest.raises(GantuneError, match=message) as e:
         C.load(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text, key, mode", [
+    ("", "metric/fid", "min"),
+    ("eval: {random_weights: true, dims: 192}", "metric/fd_random_inception_dims192", "min"),
+    ("eval: {objective: kid, mode: min}", "metric/kid", "min"),
+    ("eval: {objective: kid, random_weights: true}", "metric/kd_random_inception", "min"),
+    ("eval: {objective: psnr, y_channel: true, crop_border: 4}", "metric/psnr_y", "max"),
+    ("eval: {objective: ssim, mode: max}", "metric/ssim", "max"),
+])
+def test_the_objective_and_its_mode_come_from_the_eval_config(tmp_path: Path, text: str, key: str, mode: str) -> None:
+    e = C.load(write(tmp_path, text + "\n")).eval
+    assert (e.objective_key, e.objective_mode) == (key, mode)
 
 
 def test_bad_files(tmp_path: Path) -> None:

@@ -93,6 +93,10 @@ def test_192d_stand_in_ranks_blur_of_64px_scenes() -> None:
     ("metric/fid", None),
     ("metric/fid_dims192", "another Inception layer than pool3"),
     ("metric/fd_random_inception_dims192", "randomly initialised Inception features, not FID"),
+    ("metric/kid", None),
+    ("metric/kd_random_inception", "kernel distance on randomly initialised Inception features, not KID"),
+    ("metric/kid_dims768", "not comparable to published KID"),
+    ("metric/psnr_y", None),
 ])
 def test_search_summary_names_what_the_objective_is(
     objective: str, note: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]

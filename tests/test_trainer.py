@@ -117,6 +117,26 @@ def test_tensorboard_scalars_and_images_read_back(tmp_path: Path) -> None:
     assert img.width == 3 * 32 and img.height == 2 * 32  # label | real | fake, one row per sample
 
 
+@pytest.mark.parametrize("values, key, diverged", [
+    ({"eval.objective": "kid", "eval.dims": 192}, "metric/kd_random_inception_dims192", 1e6),
+    ({"eval.objective": "psnr", "eval.y_channel": True, "eval.crop_border": 2,
+      "eval.random_weights": False, "eval.cache_dir": ""}, "metric/psnr_y", -1e6),
+])
+def test_evaluate_reports_the_objective_of_the_eval_config(tmp_path: Path, values: dict[str, object],
+                                                            key: str, diverged: float) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tr = Trainer(tiny(tmp_path, **values), tmp_path / "run")
+    tr.train(1)
+    metrics = tr.evaluate()
+    tr.close()
+    assert tr.objective_name == key and 0 < metrics[key] < 60
+    assert tr.diverged_score == diverged  # the worst value in the objective's direction
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.value for e in acc.Scalars(key)] == [pytest.approx(metrics[key])]
+
+
 @pytest.mark.gpu
 def test_bf16_engines_on_gpu(tmp_path: Path) -> None:
     cfg = tiny(tmp_path, **{"optim.precision": "bf16", "optim.zero_stage": 1})

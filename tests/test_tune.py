@@ -39,9 +39,10 @@ space:
 
 
 def make_space(tmp_path: Path, name: str = "t", base_edits: dict[str, str] | None = None, **extra: str) -> Path:
-    base = BASE.replace("CACHE", str(tmp_path / "cache"))
+    base = BASE
     for key, value in (base_edits or {}).items():
         base = base.replace(key, value)
+    base = base.replace("CACHE", str(tmp_path / "cache"))
     (tmp_path / "base.yaml").write_text(base)
     text = SPACE.replace("NAME", name).replace("STORAGE", str(tmp_path / "runs"))
     for key, value in extra.items():
@@ -186,8 +187,12 @@ def test_demo_space_is_the_promised_search() -> None:
 
 
 @pytest.mark.slow
-def test_grid_search_without_scheduler(tmp_path: Path) -> None:
-    space = make_space(tmp_path, "g", **{
+def test_grid_search_without_scheduler_maximises_ssim(tmp_path: Path) -> None:
+    """A grid without PBT, on an objective that is maximised: eval.objective ssim gives the
+    search its mode, and the summary's best values, best trial and best checkpoints follow it."""
+    space = make_space(tmp_path, "g", base_edits={
+        "random_weights: true, dims: 192, cache_dir: CACHE": "objective: ssim",
+    }, **{
         "scheduler: {name: pbt, perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}": "scheduler: none\neval_every: 3",
         "loss.lambda_cx: loguniform(0.1, 20)": "loss.lambda_cx: grid([0.5, 2.0])",
         "  optim.lr_G: loguniform(1e-5, 1e-3)\n": "",
@@ -197,8 +202,13 @@ def test_grid_search_without_scheduler(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())
     assert sorted(t["config"]["loss.lambda_cx"] for t in summary["trials"]) == [0.5, 2.0]
+    assert (summary["objective"], summary["mode"]) == ("metric/ssim", "max")
     for t in summary["trials"]:
         assert [h["step"] for h in t["history"]] == [3, 6] and not t["exploits"]
+        values = [h["value"] for h in t["history"]]
+        assert all(-1 < v < 1 for v in values) and t["best"] == max(values)
+        assert t["best_checkpoint"].endswith(f"checkpoint_{values.index(max(values)):06d}")
+    assert summary["best_value"] == max(t["best"] for t in summary["trials"])
 
 
 def test_smoke_shrinks_any_search_to_two_short_trials(tmp_path: Path) -> None:
@@ -213,3 +223,8 @@ def test_smoke_shrinks_any_search_to_two_short_trials(tmp_path: Path) -> None:
     # A grid would make 2 x 3 trials: its values are drawn instead.
     assert spec.space["optim.lr_G"].categories == [1e-5, 1e-4, 1e-3]
     assert (spec.base.train.steps, spec.base.eval.every, spec.base.data.size_px) == (4, 2, 32)
+    # An objective without Inception features keeps its config: no stand-in weights to set.
+    (tmp_path / "psnr").mkdir()
+    spec = _smoke(load_spec(make_space(tmp_path / "psnr", base_edits={
+        "random_weights: true, dims: 192, cache_dir: CACHE": "objective: psnr"})))
+    assert (spec.objective, spec.mode, spec.base.eval.random_weights) == ("metric/psnr", "max", False)
