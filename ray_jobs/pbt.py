@@ -7,8 +7,13 @@ the first sync after the restore then sets the next sync point to the trials' ow
 `gantune slurm` with `synch: true`, stopped by USR2 and requeued, hung with both trials paused
 at their last report). Here a restored trial's time comes from its last result, and the next
 sync point from the population: the slowest trial's catch-up, or one interval on when all are
-level. Known to remain: once in CI, a resumed synchronous search left its exploited trial PAUSED
-for ever after an exploit at the last interval (the other trial had finished).
+level.
+
+And a synchronous search never stalls. Once in CI, a resumed search left its exploited trial
+PAUSED for ever after an exploit at the last interval, the other trial finished: Tune's
+`choose_trial_to_run` runs only trials below the sync point, and that trial was not. When no
+trial runs and none of the waiting ones may, nothing can ever move the sync point, so it moves
+here: one interval past the furthest waiting trial.
 """
 
 from __future__ import annotations
@@ -30,3 +35,16 @@ class ResumablePBT(PopulationBasedTraining):
         times = [s.last_train_time for s in self._trial_state.values()]
         # Trials behind the others run up to the leaders' time; level trials run one interval.
         self._next_perturbation_sync = max(times) + (self._perturbation_interval if min(times) == max(times) else 0)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None or not self._synch:
+            return trial
+        trials = tune_controller.get_trials()
+        waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)]
+        if not waiting or any(t.status == Trial.RUNNING for t in trials):
+            return None  # a running trial reports and moves the sync point
+        self._next_perturbation_sync = (
+            max(self._trial_state[t].last_train_time for t in waiting) + self._perturbation_interval
+        )
+        return super().choose_trial_to_run(tune_controller)
