@@ -31,7 +31,7 @@ from models.exemplar_blocks import (
     patch_vectors,
     spade_block,
 )
-from models.spade import CONV_NORMS, _check_choice, _check_int, conv_norm, init_weights
+from models.spade import CONV_NORMS, check_choice, check_int, conv_norm, init_weights
 
 WARP_MASK_LOSSTYPES = ("none", "direct", "cycle")
 WARP_STRIDES = (2, 4)
@@ -54,10 +54,10 @@ class AdaptiveFeatureExtractor(nn.Module):
         norm: ParamFreeNorm = ParamFreeNorm(),
     ) -> None:
         super().__init__()
-        _check_int("in_nc", in_nc)
-        _check_int("ngf", ngf)
-        _check_int("adaptor_kernel", adaptor_kernel)
-        _check_choice("norm_E", norm_E, CONV_NORMS)
+        check_int("in_nc", in_nc)
+        check_int("ngf", ngf)
+        check_int("adaptor_kernel", adaptor_kernel)
+        check_choice("norm_E", norm_E, CONV_NORMS)
         if warp_stride not in WARP_STRIDES:
             raise GantuneError(f"warp_stride: expected one of {WARP_STRIDES}, got {warp_stride!r}")
         # Padding 1 for every kernel size, as the reference (so kernel 4 halves exactly).
@@ -122,13 +122,13 @@ class CorrespondenceNet(nn.Module):
         param_free_norm: str = "pono",
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("ngf", ngf)
-        _check_int("corr_nc", corr_nc)
-        _check_int("match_kernel", match_kernel)
+        check_int("semantic_nc", semantic_nc)
+        check_int("ngf", ngf)
+        check_int("corr_nc", corr_nc)
+        check_int("match_kernel", match_kernel)
         if match_kernel % 2 == 0:  # even kernels would shift the patches by half a position
             raise GantuneError(f"match_kernel: expected an odd integer >= 1, got {match_kernel!r}")
-        _check_choice("warp_mask_losstype", warp_mask_losstype, WARP_MASK_LOSSTYPES)
+        check_choice("warp_mask_losstype", warp_mask_losstype, WARP_MASK_LOSSTYPES)
         check_positive("temperature", temperature)
         self.semantic_nc, self.maskmix, self.warp_stride = semantic_nc, maskmix, warp_stride
         self.warp_mask_losstype, self.warp_cycle = warp_mask_losstype, warp_cycle

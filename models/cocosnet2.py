@@ -34,7 +34,7 @@ from models.exemplar_blocks import (
     spade_block,
 )
 from models.patch_match import PatchMatchGRU, window_candidates
-from models.spade import CONV_NORMS, _check_choice, _check_int, conv_norm, init_weights
+from models.spade import CONV_NORMS, check_choice, check_int, conv_norm, init_weights
 
 NUM_LEVELS = 4  # feature pyramid levels: 1/8, 1/4, 1/2, 1/1 of the image
 V2_EPS = 1e-10  # the reference's feature_normalize / match_kernel_and_pono_c epsilon
@@ -134,14 +134,14 @@ class CoCosNet2Correspondence(nn.Module):
         offset_rounding: str = "reference",
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("nef", nef)
-        _check_int("featEnc_kernel", featEnc_kernel)
+        check_int("semantic_nc", semantic_nc)
+        check_int("nef", nef)
+        check_int("featEnc_kernel", featEnc_kernel)
         if featEnc_kernel % 2 == 0:  # stride-2 convs would not halve the grid exactly
             raise GantuneError(f"featEnc_kernel: expected an odd integer >= 1, got {featEnc_kernel!r}")
-        _check_int("iteration_count", iteration_count)
+        check_int("iteration_count", iteration_count)
         check_positive("temperature", temperature)
-        _check_choice("norm_E", norm_E, CONV_NORMS)
+        check_choice("norm_E", norm_E, CONV_NORMS)
         self.temperature, self.pono_c = float(temperature), pono_c
         options = (nef, featEnc_kernel, norm_E, param_free_norm, spectral)
         self.adaptive_model_seg = FeaturePyramid(semantic_nc, *options)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantune.errors import GantuneError
-from models.spade import CONV_NORMS, _check_int, conv_norm, init_weights
+from models.spade import CONV_NORMS, check_int, conv_norm, init_weights
 
 
 def patchgan_body(input_nc: int, ndf: int, n_layers_D: int, norm: str) -> tuple[list[nn.Module], int]:
@@ -45,9 +45,9 @@ class NLayerDiscriminator(nn.Module):
         norm: str = "spectralinstance",
     ) -> None:
         super().__init__()
-        _check_int("input_nc", input_nc)
-        _check_int("ndf", ndf)
-        _check_int("n_layers_D", n_layers_D)
+        check_int("input_nc", input_nc)
+        check_int("ndf", ndf)
+        check_int("n_layers_D", n_layers_D)
         if norm not in CONV_NORMS:
             raise GantuneError(f"norm: expected one of {', '.join(CONV_NORMS)}, got {norm!r}")
         body, nf = patchgan_body(input_nc, ndf, n_layers_D, norm)
@@ -74,7 +74,7 @@ class MultiscaleDiscriminator(nn.Module):
         norm: str = "spectralinstance",
     ) -> None:
         super().__init__()
-        _check_int("num_D", num_D)
+        check_int("num_D", num_D)
         self.discriminators = nn.ModuleList(
             NLayerDiscriminator(input_nc, ndf, n_layers_D, norm) for _ in range(num_D)
         )

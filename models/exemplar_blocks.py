@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gantune.errors import GantuneError
-from models.spade import _check_choice, _check_int, init_weights
+from models.spade import check_choice, check_int, init_weights
 
 PARAM_FREE_NORMS = ("pono", "instance", "batch")  # "pono": the references' --PONO, set in all their scripts
 NHIDDEN = 128  # SPADE's hidden width in the references
@@ -44,7 +44,7 @@ def check_positive(name: str, value: object) -> None:
 def latent_grid(crop_size: int, aspect_ratio: float) -> tuple[int, int]:
     """The (sh, sw) = (crop_size / 32 / aspect_ratio, crop_size / 32) grid the generators start
     from. Reflection padding by 1 needs at least 2 x 2 (the references fail below)."""
-    _check_int("crop_size", crop_size)
+    check_int("crop_size", crop_size)
     check_positive("aspect_ratio", aspect_ratio)
     if crop_size % 32 or crop_size < 64:
         raise GantuneError(f"crop_size: expected a multiple of 32, >= 64, got {crop_size}")
@@ -106,7 +106,7 @@ class ParamFreeNorm:
     batch_affine: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("param_free_norm", self.kind, PARAM_FREE_NORMS)
+        check_choice("param_free_norm", self.kind, PARAM_FREE_NORMS)
 
     def build(self, nc: int) -> nn.Module:
         if self.kind == "pono":
@@ -124,9 +124,9 @@ class ReflectSPADE(nn.Module):
         self, norm_nc: int, cond_nc: int, norm: ParamFreeNorm = ParamFreeNorm(), nhidden: int = NHIDDEN
     ) -> None:
         super().__init__()
-        _check_int("norm_nc", norm_nc)
-        _check_int("cond_nc", cond_nc)
-        _check_int("nhidden", nhidden)
+        check_int("norm_nc", norm_nc)
+        check_int("cond_nc", cond_nc)
+        check_int("nhidden", nhidden)
         self.param_free_norm = norm.build(norm_nc)
         self.mlp_shared = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(cond_nc, nhidden, 3), nn.ReLU())
         self.pad = nn.ReflectionPad2d(1)
@@ -148,9 +148,9 @@ class ReflectResBlock(nn.Module):
         self, fin: int, fout: int, make_norm: Callable[[int], nn.Module], spectral: bool = True, dilation: int = 1
     ) -> None:
         super().__init__()
-        _check_int("fin", fin)
-        _check_int("fout", fout)
-        _check_int("dilation", dilation)
+        check_int("fin", fin)
+        check_int("fout", fout)
+        check_int("dilation", dilation)
         self.learned_shortcut, self.dilation = fin != fout, dilation
         fmiddle = min(fin, fout)
         self.conv_0 = _sn(nn.Conv2d(fin, fmiddle, 3, dilation=dilation), spectral)
@@ -190,7 +190,7 @@ class CorrResBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        _check_int("ch", ch)
+        check_int("ch", ch)
         self.conv1 = nn.Conv2d(ch, ch, 3)
         self.conv2 = nn.Conv2d(ch, ch, 3)
         self.norm = nn.InstanceNorm2d(ch, affine=False)
@@ -208,7 +208,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, ch: int, spectral: bool = True) -> None:
         super().__init__()
-        _check_int("ch", ch, minimum=8)
+        check_int("ch", ch, minimum=8)
         self.ch = ch
         self.theta = _sn(nn.Conv2d(ch, ch // 8, 1, bias=False), spectral)
         self.phi = _sn(nn.Conv2d(ch, ch // 8, 1, bias=False), spectral)
@@ -252,10 +252,10 @@ class CoCosNetGenerator(nn.Module):
         spectral: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("num_warps", num_warps)
-        _check_int("ngf", ngf, minimum=2 if use_attention else 1)  # attention needs 4 ngf >= 8
-        _check_int("head_mult", head_mult, minimum=8)
+        check_int("semantic_nc", semantic_nc)
+        check_int("num_warps", num_warps)
+        check_int("ngf", ngf, minimum=2 if use_attention else 1)  # attention needs 4 ngf >= 8
+        check_int("head_mult", head_mult, minimum=8)
         self.sh, self.sw = latent_grid(crop_size, aspect_ratio)
         self.num_warps, self.use_attention = num_warps, use_attention
         cond_nc = 3 * num_warps + semantic_nc

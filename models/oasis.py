@@ -19,8 +19,8 @@ from gantune.errors import GantuneError
 from models.spade import (
     PARAM_FREE_NORMS,
     SPADE,
-    _check_choice,
-    _check_int,
+    check_choice,
+    check_int,
     conv_norm,
     init_weights,
 )
@@ -89,13 +89,13 @@ class OASISGenerator(nn.Module):
         spectral: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("channels_G", channels_G)
-        _check_int("crop_size", crop_size)
-        _check_int("num_res_blocks", num_res_blocks)
-        _check_int("z_dim", z_dim)
-        _check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
-        _check_int("spade_ks", spade_ks)
+        check_int("semantic_nc", semantic_nc)
+        check_int("channels_G", channels_G)
+        check_int("crop_size", crop_size)
+        check_int("num_res_blocks", num_res_blocks)
+        check_int("z_dim", z_dim)
+        check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
+        check_int("spade_ks", spade_ks)
         if spade_ks % 2 == 0:  # even kernels would shift the map by half a pixel
             raise GantuneError(f"spade_ks: expected an odd integer >= 1, got {spade_ks!r}")
         is_number = isinstance(aspect_ratio, (int, float)) and not isinstance(aspect_ratio, bool)
@@ -163,7 +163,7 @@ class OASISDBlock(nn.Module):
         self, fin: int, fout: int, mode: str, first: bool = False, spectral: bool = True
     ) -> None:
         super().__init__()
-        _check_choice("mode", mode, ("down", "up"))
+        check_choice("mode", mode, ("down", "up"))
         self.mode, self.first = mode, first
         self.learned_shortcut = fin != fout
         self.conv1 = _sn(nn.Conv2d(fin, fout, kernel_size=3, padding=1), spectral)
@@ -207,10 +207,10 @@ class OASISDiscriminator(nn.Module):
         spectral: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("channels_D", channels_D)
-        _check_int("crop_size", crop_size)
-        _check_int("num_res_blocks", num_res_blocks, minimum=2)
+        check_int("semantic_nc", semantic_nc)
+        check_int("channels_D", channels_D)
+        check_int("crop_size", crop_size)
+        check_int("num_res_blocks", num_res_blocks, minimum=2)
         if crop_size % 2**num_res_blocks:
             raise GantuneError(
                 f"crop_size: expected a multiple of {2**num_res_blocks} with num_res_blocks="

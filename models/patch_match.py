@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.spade import _check_choice
+from models.spade import check_choice
 
 SEARCH_WINDOW, SEARCH_DILATION = 4, 2  # candidates around the upsampled coarse match
 NUM_CANDIDATES = SEARCH_WINDOW**2
@@ -211,7 +211,7 @@ class PatchMatchGRU(nn.Module):
         offset_rounding: str = "reference",
     ) -> None:
         super().__init__()
-        _check_choice("offset_rounding", offset_rounding, OFFSET_ROUNDINGS)
+        check_choice("offset_rounding", offset_rounding, OFFSET_ROUNDINGS)
         self.iterations, self.temperature, self.rounding = iterations, temperature, offset_rounding
         norm = nn.InstanceNorm2d(GRU_HIDDEN, affine=False)
         self.initial_layer = nn.Sequential(

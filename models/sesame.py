@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.discriminator import patchgan_body
-from models.spade import CONV_NORMS, _check_choice, _check_int, init_weights
+from models.spade import CONV_NORMS, check_choice, check_int, init_weights
 
 
 def _stream(input_nc: int, ndf: int, n_layers_D: int, norm: str) -> tuple[nn.ModuleList, int]:
@@ -38,12 +38,12 @@ class SesameDiscriminator(nn.Module):
         image_nc: int = 3,
     ) -> None:
         super().__init__()
-        _check_int("image_nc", image_nc)
-        _check_int("input_nc", input_nc, minimum=image_nc + 1)
-        _check_int("ndf", ndf)
-        _check_int("n_layers_D", n_layers_D)
+        check_int("image_nc", image_nc)
+        check_int("input_nc", input_nc, minimum=image_nc + 1)
+        check_int("ndf", ndf)
+        check_int("n_layers_D", n_layers_D)
         # Checked here too: with n_layers_D = 1 no conv is normed, so conv_norm never sees it.
-        _check_choice("norm", norm, CONV_NORMS)
+        check_choice("norm", norm, CONV_NORMS)
         self.image_nc = image_nc
         self.semantic, _ = _stream(input_nc - image_nc, ndf, n_layers_D, norm)
         self.image, nf = _stream(image_nc, ndf, n_layers_D, norm)
@@ -79,7 +79,7 @@ class MultiscaleSesameDiscriminator(nn.Module):
         image_nc: int = 3,
     ) -> None:
         super().__init__()
-        _check_int("num_D", num_D)
+        check_int("num_D", num_D)
         self.discriminators = nn.ModuleList(
             SesameDiscriminator(input_nc, ndf, n_layers_D, norm, image_nc) for _ in range(num_D)
         )

@@ -24,12 +24,12 @@ NUM_UP_LAYERS = {"normal": 5, "more": 6, "most": 7}
 CONV_NORMS = ("spectralinstance", "spectralbatch", "spectral", "instance", "batch", "none")
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> None:
+def check_int(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise GantuneError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise GantuneError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
 
@@ -39,7 +39,7 @@ def conv_norm(conv: nn.Conv2d, norm: str) -> nn.Module:
 
     With a norm after it, the conv's bias is dropped: the norm removes any per-channel constant.
     """
-    _check_choice("norm", norm, CONV_NORMS)
+    check_choice("norm", norm, CONV_NORMS)
     sub = norm.removeprefix("spectral")
     layer: nn.Module | None = None
     if sub == "instance":
@@ -93,11 +93,11 @@ class SPADE(nn.Module):
         nhidden: int = 128,
     ) -> None:
         super().__init__()
-        _check_int("norm_nc", norm_nc)
-        _check_int("label_nc", label_nc)
-        _check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
-        _check_int("nhidden", nhidden)
-        _check_int("kernel_size", kernel_size)
+        check_int("norm_nc", norm_nc)
+        check_int("label_nc", label_nc)
+        check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
+        check_int("nhidden", nhidden)
+        check_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:  # even kernels would shift the map by half a pixel
             raise GantuneError(f"kernel_size: expected an odd integer >= 1, got {kernel_size!r}")
         # "batch" is the reference's syncbatch; the trainer converts it with
@@ -134,8 +134,8 @@ class SPADEResnetBlock(nn.Module):
         param_free_norm: str = "batch",
     ) -> None:
         super().__init__()
-        _check_int("fin", fin)
-        _check_int("fout", fout)
+        check_int("fin", fin)
+        check_int("fout", fout)
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         wrap = spectral_norm if spectral else (lambda m: m)
@@ -175,12 +175,12 @@ class SPADEGenerator(nn.Module):
         spectral: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("ngf", ngf, minimum=2 if num_upsampling_layers == "most" else 1)
-        _check_int("crop_size", crop_size)
-        _check_int("z_dim", z_dim)
-        _check_choice("num_upsampling_layers", num_upsampling_layers, tuple(NUM_UP_LAYERS))
-        _check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
+        check_int("semantic_nc", semantic_nc)
+        check_int("ngf", ngf, minimum=2 if num_upsampling_layers == "most" else 1)
+        check_int("crop_size", crop_size)
+        check_int("z_dim", z_dim)
+        check_choice("num_upsampling_layers", num_upsampling_layers, tuple(NUM_UP_LAYERS))
+        check_choice("param_free_norm", param_free_norm, PARAM_FREE_NORMS)
         is_number = isinstance(aspect_ratio, (int, float)) and not isinstance(aspect_ratio, bool)
         if not is_number or not aspect_ratio > 0:
             raise GantuneError(f"aspect_ratio: expected a number > 0, got {aspect_ratio!r}")
@@ -267,10 +267,10 @@ class ConvEncoder(nn.Module):
         norm: str = "spectralinstance",
     ) -> None:
         super().__init__()
-        _check_int("ngf", ngf)
-        _check_int("crop_size", crop_size)
-        _check_int("z_dim", z_dim)
-        _check_choice("norm", norm, CONV_NORMS)
+        check_int("ngf", ngf)
+        check_int("crop_size", crop_size)
+        check_int("z_dim", z_dim)
+        check_choice("norm", norm, CONV_NORMS)
 
         def layer(fin: int, fout: int) -> nn.Module:
             return conv_norm(nn.Conv2d(fin, fout, kernel_size=3, stride=2, padding=1), norm)

@@ -35,7 +35,7 @@ from models.exemplar_blocks import (
     spade_block,
 )
 from models.sinkhorn import SinkhornUOT, warp_matrix
-from models.spade import _check_int, conv_norm, init_weights
+from models.spade import check_int, conv_norm, init_weights
 from models.unite_generator import UniteGenerator, WarpedFeatures
 
 WARP_STRIDE = 4  # the two stride-2 convs of each adaptor: correspondence runs at 1/4 resolution
@@ -135,11 +135,11 @@ class UniteCorrespondence(nn.Module):
         scaling: float = 0.5,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("nef", nef)
-        _check_int("corr_nc", corr_nc)
-        _check_int("nhidden", nhidden)
-        _check_int("match_kernel", match_kernel)
+        check_int("semantic_nc", semantic_nc)
+        check_int("nef", nef)
+        check_int("corr_nc", corr_nc)
+        check_int("nhidden", nhidden)
+        check_int("match_kernel", match_kernel)
         if match_kernel % 2 == 0:
             raise GantuneError(f"match_kernel: expected an odd integer >= 1, got {match_kernel!r}")
         norm = ParamFreeNorm(param_free_norm)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.exemplar_blocks import ParamFreeNorm, ReflectResBlock, SelfAttention, latent_grid
-from models.spade import _check_int, init_weights
+from models.spade import check_int, init_weights
 
 
 class WarpedFeatures(NamedTuple):
@@ -40,7 +40,7 @@ class SelfAttentionMap(nn.Module):
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
-        _check_int("in_dim", in_dim, minimum=4)
+        check_int("in_dim", in_dim, minimum=4)
         self.query_conv = nn.Conv2d(in_dim, in_dim // 4, kernel_size=1, bias=False)
         self.key_conv = nn.Conv2d(in_dim, in_dim // 4, kernel_size=1, bias=False)
 
@@ -140,10 +140,10 @@ class UniteGenerator(nn.Module):
         spectral: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("semantic_nc", semantic_nc)
-        _check_int("ngf", ngf, minimum=2)  # the non-local block needs 4 * ngf // 8 >= 1
-        _check_int("nef", nef, minimum=2)  # the self-attention on 2 * nef channels needs >= 4
-        _check_int("nhidden", nhidden)
+        check_int("semantic_nc", semantic_nc)
+        check_int("ngf", ngf, minimum=2)  # the non-local block needs 4 * ngf // 8 >= 1
+        check_int("nef", nef, minimum=2)  # the self-attention on 2 * nef channels needs >= 4
+        check_int("nhidden", nhidden)
         norm = ParamFreeNorm(param_free_norm)
         self.sh, self.sw = latent_grid(crop_size, aspect_ratio)
         nf = ngf
