@@ -29,15 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from ray_jobs import config as config_lib  # noqa: E402
 from ray_jobs.families import FAMILIES, Family  # noqa: E402
 from ray_jobs.distributed import init_distributed  # noqa: E402
-from ray_jobs.trainer import build_datasets, deepspeed_config  # noqa: E402
+from ray_jobs.trainer import deepspeed_config  # noqa: E402
 
 
 def plain_step(family: Family, nets: dict, opts: dict, batch) -> None:  # type: ignore[no-untyped-def,type-arg]
     """The family's phases with plain torch Adam, the way the trainer runs them."""
-    for phase in family.phases:
+    for phase in (p for p in family.phases if p.active(0)):  # the stages the first step runs
         for name, net in nets.items():
             net.requires_grad_(name == phase.net)
         loss, _ = family.loss(phase.name, nets, batch)
+        if loss is None:
+            continue
         opts[phase.net].zero_grad(set_to_none=True)
         loss.backward()
         opts[phase.net].step()
@@ -48,10 +50,12 @@ def plain_step(family: Family, nets: dict, opts: dict, batch) -> None:  # type: 
 def engine_step(family: Family, engines: dict, batch) -> None:  # type: ignore[no-untyped-def,type-arg]
     """The same phases through DeepSpeed engines (other nets frozen, through their modules)."""
     modules = {name: engine.module for name, engine in engines.items()}
-    for phase in family.phases:
+    for phase in (p for p in family.phases if p.active(0)):
         for name, module in modules.items():
             module.requires_grad_(name == phase.net)
         loss, _ = family.loss(phase.name, {**modules, phase.net: engines[phase.net]}, batch)
+        if loss is None:
+            continue
         engines[phase.net].backward(loss)
         engines[phase.net].step()
     for module in modules.values():
@@ -65,7 +69,7 @@ def bench(cfg: config_lib.Config, steps: int, rounds: int) -> tuple[list[float],
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() else torch.device("cpu")
     torch.manual_seed(0)
     family = FAMILIES[cfg.model.family](cfg).to(device)
-    train_set, _ = family.datasets(*build_datasets(cfg))  # exemplar families add their exemplars
+    train_set, _ = family.datasets()
     b = cfg.optim.batch_size
     batches = []
     for i in range(4):

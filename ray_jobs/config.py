@@ -28,18 +28,23 @@ from ray_jobs.family_config import (
     EXEMPLAR_FAMILIES,
     FAMILY_NAMES,
     SECTION_FAMILIES,
+    SR_FAMILIES,
     Cocosnet2Config,
     CocosnetConfig,
+    EsrganConfig,
     ExemplarConfig,
     OasisConfig,
+    RdnConfig,
     SpadeConfig,
+    SRConfig,
+    SrresnetConfig,
     UniteConfig,
 )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "scenes"  # scenes: built-in procedural set; folder: imgs/ + labels/ layout
+    source: str = "scenes"  # scenes: built-in procedural set; folder: imgs/ + labels/ layout (SR: any images)
     root: str = ""  # folder source: the dataset root
     size_px: int = 64  # training resolution
     num_classes: int = 29  # label channels (the landscape classes by default)
@@ -138,6 +143,10 @@ class Config:
     cocosnet: CocosnetConfig = field(default_factory=CocosnetConfig)
     cocosnet2: Cocosnet2Config = field(default_factory=Cocosnet2Config)
     unite: UniteConfig = field(default_factory=UniteConfig)
+    sr: SRConfig = field(default_factory=SRConfig)
+    esrgan: EsrganConfig = field(default_factory=EsrganConfig)
+    rdn: RdnConfig = field(default_factory=RdnConfig)
+    srresnet: SrresnetConfig = field(default_factory=SrresnetConfig)
 
 
 FAMILY_SECTIONS = tuple(SECTION_FAMILIES)
@@ -161,6 +170,8 @@ _CHOICES: dict[str, tuple[object, ...]] = {
     "optim.precision": ("fp32", "bf16"),
     "eval.dims": FID_DIMS,
     "eval.objective": tuple(objectives.MODES),
+    "sr.scale": (2, 4),
+    "sr.degradation": ("bicubic", "realistic"),
     "eval.mode": ("", "min", "max"),
 }
 # Measured at 2 workers (tests/test_multiworker.py): ZeRO 0, 1 and 2 train two-engine GANs and
@@ -175,7 +186,12 @@ _FAMILY_IGNORES = {
     "spade": (),
     "oasis": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug"),
     **{family: ("train.diffaug",) for family in EXEMPLAR_FAMILIES},
+    # Super-resolution: widths in their own sections, no label map, no augmentation of pairs.
+    **{family: ("model.ngf", "model.ndf", "model.D", "model.num_D", "model.n_layers_D", "train.diffaug",
+                "data.num_classes") + (("optim.lr_D",) if family != "esrgan" else ())
+       for family in SR_FAMILIES},
 }
+_REALISTIC_KEYS = ("sr.blur_sigma_max", "sr.noise_sigma_max", "sr.jpeg_quality_min", "sr.noise_root")
 
 
 def no_effect(cfg: Config, key: str) -> str | None:
@@ -185,6 +201,8 @@ def no_effect(cfg: Config, key: str) -> str | None:
         return "data.source is 'scenes' (the built-in set); set data.source: folder to read data.root"
     if key in ("data.n_train", "data.seed") and d.source == "folder":
         return "data.source is 'folder' (these size and seed the built-in scenes)"
+    if key in _REALISTIC_KEYS and cfg.sr.degradation != "realistic":
+        return "sr.degradation is 'bicubic' (these shape the realistic degradation)"
     if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
         return "spade.use_vae is false (no style encoder)"
     objective = cfg.eval.objective
@@ -286,6 +304,9 @@ def validate(cfg: Config, where: str = "config") -> None:
                 "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D", "spade.z_dim",
                 "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks", "exemplar.top_k",
                 "cocosnet.warp_stride", "cocosnet2.nef", "cocosnet2.iteration_count", "unite.nef",
+                "esrgan.num_feat", "esrgan.num_block", "esrgan.num_grow_ch", "esrgan.num_feat_d",
+                "rdn.num_feat", "rdn.num_block", "rdn.num_conv", "rdn.num_grow_ch",
+                "srresnet.num_feat", "srresnet.num_block", "sr.blur_sigma_max", "sr.noise_sigma_max",
                 "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
                 "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
                 "loss.cx_h"]
@@ -331,6 +352,21 @@ def validate(cfg: Config, where: str = "config") -> None:
             raise GantuneError(f"{where}: exemplar.self_ref_prob must be in [0, 1], got {cfg.exemplar.self_ref_prob}")
         if cfg.unite.reach < 0:
             raise GantuneError(f"{where}: unite.reach must be >= 0 (0: balanced OT), got {cfg.unite.reach}")
+    if cfg.model.family in SR_FAMILIES:
+        sr = cfg.sr
+        if cfg.data.size_px % sr.scale:
+            raise GantuneError(f"{where}: data.size_px={cfg.data.size_px} (the high-resolution crop) must be a "
+                               f"multiple of sr.scale={sr.scale}")
+        size = cfg.data.size_px
+        if cfg.model.family == "esrgan" and (size < 64 or size & (size - 1)):
+            raise GantuneError(f"{where}: model.family esrgan needs data.size_px a power of two >= 64 (its VGG-style "
+                               f"D reads the whole crop), got {size}")
+        if not 0 < sr.jpeg_quality_min <= 95:
+            raise GantuneError(f"{where}: sr.jpeg_quality_min must be in (0, 95], got {sr.jpeg_quality_min}")
+        if sr.noise_root and not Path(sr.noise_root).is_dir():
+            raise GantuneError(f"{where}: sr.noise_root={sr.noise_root!r} is not a folder")
+        if cfg.esrgan.pretrain_steps < 0 or cfg.esrgan.d_stepper < 0:
+            raise GantuneError(f"{where}: esrgan.pretrain_steps and esrgan.d_stepper must be >= 0")
     if cfg.model.family == "oasis":
         blocks = cfg.oasis.num_res_blocks
         if blocks < 2 or cfg.data.size_px % 2**blocks:

@@ -87,6 +87,17 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def mean_over_ranks(value: float) -> float:
+    """The mean of a float over the ranks, the same on every rank (a decision all must share)."""
+    if _world() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item()) / _world()
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if _world() == 1:
         return obj

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite")
+FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet")
 EXEMPLAR_FAMILIES = ("cocosnet", "cocosnet2", "unite")
-SECTION_FAMILIES: dict[str, tuple[str, ...]] = {name: (name,) for name in FAMILY_NAMES} | {"exemplar": EXEMPLAR_FAMILIES}
+SR_FAMILIES = ("esrgan", "rdn", "srresnet")
+LABEL_FAMILIES = ("spade", "oasis", *EXEMPLAR_FAMILIES)  # label map -> image: data.num_classes
+SECTION_FAMILIES: dict[str, tuple[str, ...]] = (
+    {name: (name,) for name in FAMILY_NAMES} | {"exemplar": EXEMPLAR_FAMILIES, "sr": SR_FAMILIES}
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,53 @@ class UniteConfig:
     lambda_mask: float = 500.0  # the official L1 warp-mask term (its NLL branch never runs)
     nef: int = 64
     reach: float = 0.0  # KL relaxation of the marginals; 0: balanced OT, as the official ADE20K run
+
+
+@dataclass(frozen=True)
+class SRConfig:
+    """model.family esrgan, rdn, srresnet: how the low-resolution input is made from the
+    high-resolution image (data/sr.py), the pixel losses, and the SR log's tricks."""
+
+    scale: int = 4  # 2 or 4; data.size_px is the high-resolution crop, a multiple of it
+    degradation: str = "bicubic"  # bicubic | realistic (blur, resize, noise, JPEG)
+    blur_sigma_max: float = 3.0  # realistic: Gaussian kernel sigmas in [0.2, max]
+    noise_sigma_max: float = 30.0  # realistic: Gaussian noise sigma in [1, max] 8-bit levels
+    jpeg_quality_min: float = 30.0  # realistic: JPEG quality in [min, 95]
+    noise_root: str = ""  # realistic: a folder of real noise patches, injected in half the draws
+    lambda_l1: float = 1.0  # L1 to the high-resolution image (ESRGAN's GAN stage: 0.01)
+    lambda_edge: float = 0.0  # L1 between the Sobel edge magnitudes of output and target
+    blurpool: bool = False  # a [1,2,1]^2 blur after each upsampling step, against checkerboards
+
+
+@dataclass(frozen=True)
+class EsrganConfig:
+    """model.family: esrgan (ESRGAN, Wang et al. 2018): RRDBNet G, VGG-style D, relativistic
+    average GAN. Weights: BasicSR's train_ESRGAN_x4.yml; sr.lambda_l1 is 0.01 there."""
+
+    num_feat: int = 64
+    num_block: int = 23  # RRDB blocks
+    num_grow_ch: int = 32
+    num_feat_d: int = 64  # D width; D's input is data.size_px, a power of two >= 64
+    lambda_perc: float = 1.0  # VGG19 conv5_4 (before ReLU) L1, ImageNet-normalised
+    lambda_gan: float = 0.005  # relativistic average GAN, G's side
+    pretrain_steps: int = 0  # the PSNR-oriented stage first: L1 only (weight 1), no D
+    d_stepper: float = 0.0  # skip D's update while its loss (mean over ranks) is below this; 0: off
+
+
+@dataclass(frozen=True)
+class RdnConfig:
+    """model.family: rdn (RDN, Zhang et al. 2018): residual dense blocks, L1 only, no D.
+    Defaults: configuration B of the paper (EDSR-PyTorch's RDN)."""
+
+    num_feat: int = 64  # G0
+    num_block: int = 16  # D
+    num_conv: int = 8  # C
+    num_grow_ch: int = 64  # G
+
+
+@dataclass(frozen=True)
+class SrresnetConfig:
+    """model.family: srresnet (MSRResNet, BasicSR's SRResNet without batch norm): L1 only, no D."""
+
+    num_feat: int = 64
+    num_block: int = 16

@@ -30,6 +30,13 @@ def image_grid(label_ids: torch.Tensor, *images: torch.Tensor, max_rows: int = 4
     return np.concatenate(rows, axis=0)
 
 
+def image_rows(*images: torch.Tensor, max_rows: int = 4) -> np.ndarray:
+    """HWC uint8 grid of images in [-1, 1] of one size: one row per sample, one column per
+    image (for super-resolution: the input blown up, the output, the target)."""
+    n = min(max_rows, images[0].shape[0])
+    return np.concatenate([np.concatenate([_to_uint8(im[i]) for im in images], axis=1) for i in range(n)], axis=0)
+
+
 class TrialLogger:
     def __init__(self, log_dir: Path) -> None:
         self.writer = SummaryWriter(str(log_dir))

@@ -64,25 +64,6 @@ def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
     }
 
 
-def build_datasets(cfg: Config) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-    """(training set, fixed evaluation set). The evaluation set never flips or crops."""
-    d = cfg.data
-    if d.source == "scenes":
-        from data.scenes import SceneDataset
-
-        train = SceneDataset(d.n_train, d.size_px, seed=d.seed, num_classes=d.num_classes, flip=d.flip)
-        # Held-out scenes: another seed, so the objective never scores the training pairs.
-        evals = SceneDataset(d.n_eval, d.size_px, seed=d.seed + 1, num_classes=d.num_classes)
-        return train, evals
-    from data.folder import FolderDataset, validate_folder
-
-    n = validate_folder(Path(d.root), d.num_classes)
-    train = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=d.flip)
-    evals_full = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=False)
-    evals = torch.utils.data.Subset(evals_full, range(min(d.n_eval, n)))
-    return train, evals
-
-
 def _infinite(loader_factory: Any, epoch0: int, start: int) -> Iterator[dict[str, torch.Tensor]]:
     epoch = epoch0
     while True:
@@ -115,8 +96,6 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.hosts = sorted(set(ddp.all_gather_object(socket.gethostname())))
 
-        # Load training set.
-        self.train_set, self.eval_set = build_datasets(cfg)
         self.step = 0
         self.nimg = 0
         self.lineage: list[dict[str, Any]] = []  # every donor the weights came through
@@ -127,7 +106,9 @@ class Trainer:
         # (G_ema) are loaded from those.
         self._seed_everything(cfg.train.seed)
         self.family = FAMILIES[cfg.model.family](cfg).to(self.device)
-        self.train_set, self.eval_set = self.family.datasets(self.train_set, self.eval_set)  # exemplars
+
+        # Load training set.
+        self.train_set, self.eval_set = self.family.datasets()
         self._batches = self._batch_iterator()
         self.engines: dict[str, Any] = {}  # net name -> DeepSpeed engine, in the family's order
         self.ema: dict[str, torch.nn.Module] = {}  # net name -> its EMA copy (float32, eval mode)
@@ -215,7 +196,7 @@ class Trainer:
             # engines).
             logs = {}
             for phase in self.family.phases:
-                if self.step % phase.every:
+                if not phase.active(self.step):
                     continue
                 engine = self.engines[phase.net]
                 nets = {**modules, phase.net: engine}
@@ -223,10 +204,13 @@ class Trainer:
                     for p in params:
                         p.requires_grad_(name == phase.net)
                 loss, phase_logs = self.family.loss(phase.name, nets, batch)
+                logs |= phase_logs
+                if loss is None:  # the family skips this update (on every rank alike)
+                    continue
                 engine.backward(loss)
                 engine.step()
                 self.family.after_step(phase.name, nets)
-                logs |= {**phase_logs, f"loss/{phase.name}/total": loss.item()}
+                logs[f"loss/{phase.name}/total"] = loss.item()
             for params in self._trainable.values():
                 for p in params:
                     p.requires_grad_(True)
@@ -282,10 +266,9 @@ class Trainer:
         # Everything that decides the evaluation images: the real statistics are cached on it.
         files = ""
         if d.source == "folder":  # names, sizes and mtimes: an edited photo invalidates the cache
-            from data.folder import pair_files
             from metrics.image_folder import files_key
 
-            files = files_key([p for pair in pair_files(Path(d.root))[: d.n_eval] for p in pair])
+            files = files_key(sorted(p for p in Path(d.root).rglob("*") if p.is_file()))
         key = json.dumps({"source": d.source, "files": files, "seed": d.seed, "n_eval": d.n_eval,
                           "size_px": d.size_px, "num_classes": d.num_classes}, sort_keys=True)
         return FidEvaluator(

@@ -9,6 +9,7 @@ from ray_jobs.families.base import Batch, Family, Net, Phase
 from ray_jobs.families.exemplar import Cocosnet2Family, CocosnetFamily, UniteFamily
 from ray_jobs.families.oasis import OasisFamily
 from ray_jobs.families.spade import SpadeFamily
+from ray_jobs.families.sr import EsrganFamily, RdnFamily, SrresnetFamily
 
 FAMILIES: dict[str, type[Family]] = {
     "spade": SpadeFamily,
@@ -16,6 +17,9 @@ FAMILIES: dict[str, type[Family]] = {
     "cocosnet": CocosnetFamily,
     "cocosnet2": Cocosnet2Family,
     "unite": UniteFamily,
+    "esrgan": EsrganFamily,
+    "rdn": RdnFamily,
+    "srresnet": SrresnetFamily,
 }
 
 __all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

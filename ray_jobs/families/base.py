@@ -40,11 +40,16 @@ class Phase:
     name: str  # the loss's name, logged as loss/<name>/...
     net: str  # the net whose engine steps
     every: int = 1  # run at steps divisible by this
+    start: int = 0  # run from this step on (a stage after a pre-training one)
+    stop: int | None = None  # run before this step only (a pre-training stage)
+
+    def active(self, step: int) -> bool:
+        return step % self.every == 0 and self.start <= step and (self.stop is None or step < self.stop)
 
 
 class Family(Protocol):
     nets: ClassVar[tuple[Net, ...]]
-    phases: ClassVar[tuple[Phase, ...]]
+    phases: tuple[Phase, ...]  # a class constant, or set from the config (stages)
     smoke_overrides: ClassVar[dict[str, Any]]  # `--smoke`: the smallest config with every part
 
     def __init__(self, cfg: Config) -> None: ...
@@ -52,15 +57,18 @@ class Family(Protocol):
     def build(self, net: str) -> nn.Module:
         """A fresh network for `net` (the same seed gives the same weights)."""
 
-    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
-        """The training and evaluation sets from the `data` section's pairs, with what the
-        family adds to an item (an exemplar); as they are for most families."""
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """The training set and the fixed evaluation set, from the `data` section: label pairs
+        (`label_datasets`) with what the family adds to an item (an exemplar), or the task's
+        own items (super-resolution pairs). Items carry "image", the real the metrics use."""
 
     def to(self, device: torch.device) -> "Family":
         """Move the family's own modules (loss networks) to device."""
 
-    def loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The phase's total loss, and its unweighted terms for logging (`loss/<phase>/<term>`)."""
+    def loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """The phase's total loss, and its unweighted terms for logging (`loss/<phase>/<term>`).
+        A total of None skips this step of the phase (a D stepper); it must be None on every
+        rank alike."""
 
     def after_step(self, phase: str, nets: Mapping[str, nn.Module]) -> None:
         """A hook after the phase's optimizer step (clipping, a history pool)."""
@@ -80,3 +88,26 @@ class Family(Protocol):
 
     def hparams(self) -> dict[str, Any]:
         """The family's searched loss weights, for TensorBoard's hparams view."""
+
+
+def label_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    """(training set, fixed evaluation set) of label-map/photo pairs: the built-in scenes or a
+    folder. The evaluation set never flips or crops."""
+    from pathlib import Path
+
+    d = cfg.data
+    if d.source == "scenes":
+        from data.scenes import SceneDataset
+
+        train = SceneDataset(d.n_train, d.size_px, seed=d.seed, num_classes=d.num_classes, flip=d.flip)
+        # Held-out scenes: another seed, so the objective never scores the training pairs.
+        evals = SceneDataset(d.n_eval, d.size_px, seed=d.seed + 1, num_classes=d.num_classes)
+        return train, evals
+    from torch.utils.data import Subset
+
+    from data.folder import FolderDataset, validate_folder
+
+    n = validate_folder(Path(d.root), d.num_classes)
+    train = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=d.flip)
+    evals_full = FolderDataset(Path(d.root), d.size_px, d.num_classes, mode="resize", flip=False)
+    return train, Subset(evals_full, range(min(d.n_eval, n)))

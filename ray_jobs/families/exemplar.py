@@ -33,7 +33,7 @@ from losses.feature_matching import feature_matching_loss
 from models.discriminator import MultiscaleDiscriminator
 from models.sesame import MultiscaleSesameDiscriminator
 from ray_jobs.config import Config
-from ray_jobs.families.base import Batch, Net, Phase
+from ray_jobs.families.base import Batch, Net, Phase, label_datasets
 from ray_jobs.families.exemplar_data import exemplar_datasets
 from ray_jobs.families.extras import build_extras, extra_terms, weighted_sum
 
@@ -66,8 +66,8 @@ class ExemplarFamily:
         D = MultiscaleSesameDiscriminator if m.D == "sesame" else MultiscaleDiscriminator
         return D(input_nc=self.cfg.data.num_classes + 3, num_D=m.num_D, ndf=m.ndf, n_layers_D=m.n_layers_D)
 
-    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
-        return exemplar_datasets(self.cfg, train, evals)
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        return exemplar_datasets(self.cfg, *label_datasets(self.cfg))
 
     def to(self, device: torch.device) -> "ExemplarFamily":
         self.extras.to(device)

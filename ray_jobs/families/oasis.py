@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from losses.oasis import labelmix, labelmix_loss, n1_loss
 from models.oasis import OASISDiscriminator, OASISGenerator
 from ray_jobs.config import Config
-from ray_jobs.families.base import Batch, Net, Phase
+from ray_jobs.families.base import Batch, Net, Phase, label_datasets
 from ray_jobs.families.extras import build_extras, build_vgg, extra_terms, weighted_sum
 
 
@@ -41,8 +41,8 @@ class OasisFamily:
                                   z_dim=o.z_dim, spade_ks=o.spade_ks, param_free_norm=o.param_free_norm)
         return OASISDiscriminator(d.num_classes, channels_D=m.ndf, crop_size=d.size_px, num_res_blocks=o.num_res_blocks)
 
-    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
-        return train, evals
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        return label_datasets(self.cfg)
 
     def to(self, device: torch.device) -> "OasisFamily":
         self.extras.to(device)

@@ -21,7 +21,7 @@ from models.sesame import MultiscaleSesameDiscriminator
 from models.spade import ConvEncoder, SPADEGenerator, reparameterize
 from ray_jobs.config import Config
 from ray_jobs.diffaugment import diff_augment
-from ray_jobs.families.base import Batch, Net, Phase
+from ray_jobs.families.base import Batch, Net, Phase, label_datasets
 from ray_jobs.families.extras import build_extras, build_vgg, extra_terms, weighted_sum
 
 
@@ -79,8 +79,8 @@ class SpadeFamily:
         D = MultiscaleSesameDiscriminator if m.D == "sesame" else MultiscaleDiscriminator
         return D(input_nc=self.cfg.data.num_classes + 3, num_D=m.num_D, ndf=m.ndf, n_layers_D=m.n_layers_D)
 
-    def datasets(self, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
-        return train, evals
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        return label_datasets(self.cfg)
 
     def to(self, device: torch.device) -> "SpadeFamily":
         self.extras.to(device)
