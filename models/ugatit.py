@@ -1,7 +1,7 @@
 """U-GAT-IT (Kim et al., ICLR 2020, "Unsupervised Generative Attentional Networks with Adaptive
 Layer-Instance Normalization for Image-to-Image Translation"): the generator with its CAM attention
-and AdaILN decoder, the CAM discriminator, the rho clipper and the loss terms, following
-znxlwm/UGATIT-pytorch `networks.py` and `UGATIT.py`.
+and AdaILN decoder, the CAM discriminator and the rho clipper, following znxlwm/UGATIT-pytorch
+`networks.py` and `UGATIT.py`. The losses: losses/ugatit.py.
 
 Parameter counts match the reference at its 256 px config (ch 64, n_res 4): 278,959,808 for the
 full generator (its gamma/beta MLP reads the whole 64x64x256 feature map), 10,589,888 for `light`
@@ -17,7 +17,7 @@ transposed conv with the same parameter count.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gantune.errors import GantuneError
-from losses.adversarial import gan_loss
 from models.cyclegan import ResnetBlock
 from models.spade import check_choice, check_int
 
@@ -303,59 +302,14 @@ def convert_reference_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def ugatit_d_loss(
-    real_outputs: Sequence[Sequence[torch.Tensor]],
-    fake_outputs: Sequence[Sequence[torch.Tensor]],
-    adv_weight: float = 1.0,
-) -> torch.Tensor:
-    """The discriminators' loss for one domain, as the reference's D_loss_A (or _B).
+class GlobalLocalDiscriminator(nn.Module):
+    """One domain's two discriminators, the reference's disG* (global) and disL* (local):
+    `forward(x)` returns [global(x), local(x)], each (logits, cam_logits, heatmap)."""
 
-    real_outputs / fake_outputs: the (logits, cam_logits, ...) outputs of each of the domain's
-    discriminators (global, local) on real images and on that domain's fakes. LSGAN, summed, not
-    halved: adv_weight * sum over D of [mse(logits_real, 1) + mse(logits_fake, 0) +
-    mse(cam_real, 1) + mse(cam_fake, 0)].
-    """
-    if len(real_outputs) != len(fake_outputs) or not real_outputs:
-        raise ValueError("ugatit_d_loss: expected as many real as fake outputs, at least one")
-    terms = [
-        gan_loss(real[i], True, True, "ls") + gan_loss(fake[i], False, True, "ls")
-        for real, fake in zip(real_outputs, fake_outputs)
-        for i in (0, 1)  # the patch logits, then the CAM logits
-    ]
-    return adv_weight * torch.stack(terms).sum()
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers_global: int = 7, n_layers_local: int = 5) -> None:
+        super().__init__()
+        self.global_d = UGATITDiscriminator(input_nc, ndf, n_layers_global)
+        self.local_d = UGATITDiscriminator(input_nc, ndf, n_layers_local)
 
-
-def ugatit_g_losses(
-    fake_outputs: Sequence[Sequence[torch.Tensor]],
-    cam_translated: torch.Tensor,
-    cam_identity: torch.Tensor,
-    real: torch.Tensor,
-    rec: torch.Tensor,
-    idt: torch.Tensor,
-    adv_weight: float = 1.0,
-    cycle_weight: float = 10.0,
-    identity_weight: float = 10.0,
-    cam_weight: float = 1000.0,
-) -> dict[str, torch.Tensor]:
-    """The generators' weighted loss terms for one domain X (the reference's G_loss_A for X = A);
-    their sum is that domain's loss, and the generators' loss adds both domains'.
-
-    fake_outputs: each of X's discriminators (global, local) on the fakes translated into X;
-    cam_translated / cam_identity: the CAM logits of the generator into X on the other domain's
-    real images and on X's own; rec: X -> other -> X; idt: the generator into X on X's real images.
-    Keys: adv = adv_weight * sum over D of [mse(logits, 1) + mse(cam, 1)], cycle = cycle_weight *
-    L1(rec, real), identity = identity_weight * L1(idt, real), cam = cam_weight *
-    [BCE(cam_translated, 1) + BCE(cam_identity, 0)] with logits.
-    """
-    if not fake_outputs:
-        raise ValueError("ugatit_g_losses: expected the outputs of at least one discriminator")
-    adv = torch.stack([gan_loss(out[i], True, False, "ls") for out in fake_outputs for i in (0, 1)]).sum()
-    cam = F.binary_cross_entropy_with_logits(
-        cam_translated, torch.ones_like(cam_translated)
-    ) + F.binary_cross_entropy_with_logits(cam_identity, torch.zeros_like(cam_identity))
-    return {
-        "adv": adv_weight * adv,
-        "cycle": cycle_weight * F.l1_loss(rec, real),
-        "identity": identity_weight * F.l1_loss(idt, real),
-        "cam": cam_weight * cam,
-    }
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return [self.global_d(x), self.local_d(x)]

@@ -29,8 +29,10 @@ from ray_jobs.family_config import (
     FAMILY_NAMES,
     SECTION_FAMILIES,
     SR_FAMILIES,
+    UNPAIRED_FAMILIES,
     Cocosnet2Config,
     CocosnetConfig,
+    CycleganConfig,
     EsrganConfig,
     ExemplarConfig,
     OasisConfig,
@@ -38,13 +40,14 @@ from ray_jobs.family_config import (
     SpadeConfig,
     SRConfig,
     SrresnetConfig,
+    UgatitConfig,
     UniteConfig,
 )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "scenes"  # scenes: built-in procedural set; folder: imgs/ + labels/ layout (SR: any images)
+    source: str = "scenes"  # scenes: built-in procedural set; folder: the family's layout under root (imgs/ + labels/)
     root: str = ""  # folder source: the dataset root
     size_px: int = 64  # training resolution
     num_classes: int = 29  # label channels (the landscape classes by default)
@@ -85,6 +88,7 @@ class OptimConfig:
     beta1: float = 0.0
     beta2: float = 0.9
     adam_eps: float = 1e-8  # Adam's epsilon
+    weight_decay: float = 0.0  # Adam's L2 weight decay, every net (U-GAT-IT: 1e-4)
     batch_size: int = 4  # global batch, split evenly among a trial's workers
     zero_stage: int = 0  # DeepSpeed ZeRO stage: 0, 1 or 2
     precision: str = "fp32"  # fp32 | bf16 (GPU)
@@ -99,6 +103,16 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10  # steps between scalar logs
     image_every: int = 100  # steps between image grids
+    # D updates per G update: 2 runs D's phases twice a step (on the same batch), 0.5 every
+    # second step. An integer or the inverse of one.
+    d_ratio: float = 1.0
+
+    @property
+    def d_schedule(self) -> tuple[int, int]:
+        """(every, repeats) of D's phases: d_ratio 2 -> (1, 2), 0.5 -> (2, 1)."""
+        if self.d_ratio >= 1:
+            return 1, round(self.d_ratio)
+        return round(1 / self.d_ratio), 1
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,8 @@ class Config:
     esrgan: EsrganConfig = field(default_factory=EsrganConfig)
     rdn: RdnConfig = field(default_factory=RdnConfig)
     srresnet: SrresnetConfig = field(default_factory=SrresnetConfig)
+    cyclegan: CycleganConfig = field(default_factory=CycleganConfig)
+    ugatit: UgatitConfig = field(default_factory=UgatitConfig)
 
 
 FAMILY_SECTIONS = tuple(SECTION_FAMILIES)
@@ -172,6 +188,7 @@ _CHOICES: dict[str, tuple[object, ...]] = {
     "eval.objective": tuple(objectives.MODES),
     "sr.scale": (2, 4),
     "sr.degradation": ("bicubic", "realistic"),
+    "ugatit.upsample": ("resize", "deconv"),
     "eval.mode": ("", "min", "max"),
 }
 # Measured at 2 workers (tests/test_multiworker.py): ZeRO 0, 1 and 2 train two-engine GANs and
@@ -190,6 +207,9 @@ _FAMILY_IGNORES = {
     **{family: ("model.ngf", "model.ndf", "model.D", "model.num_D", "model.n_layers_D", "train.diffaug",
                 "data.num_classes") + (("optim.lr_D",) if family != "esrgan" else ())
        for family in SR_FAMILIES},
+    # Unpaired translation: no label map; one PatchGAN per domain.
+    "cyclegan": ("model.D", "model.num_D", "train.diffaug", "data.num_classes"),
+    "ugatit": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug", "data.num_classes"),
 }
 _REALISTIC_KEYS = ("sr.blur_sigma_max", "sr.noise_sigma_max", "sr.jpeg_quality_min", "sr.noise_root")
 
@@ -201,6 +221,8 @@ def no_effect(cfg: Config, key: str) -> str | None:
         return "data.source is 'scenes' (the built-in set); set data.source: folder to read data.root"
     if key in ("data.n_train", "data.seed") and d.source == "folder":
         return "data.source is 'folder' (these size and seed the built-in scenes)"
+    if key == "train.d_ratio" and cfg.model.family in ("rdn", "srresnet"):
+        return f"model.family {cfg.model.family!r} has no D"
     if key in _REALISTIC_KEYS and cfg.sr.degradation != "realistic":
         return "sr.degradation is 'bicubic' (these shape the realistic degradation)"
     if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
@@ -307,6 +329,7 @@ def validate(cfg: Config, where: str = "config") -> None:
                 "esrgan.num_feat", "esrgan.num_block", "esrgan.num_grow_ch", "esrgan.num_feat_d",
                 "rdn.num_feat", "rdn.num_block", "rdn.num_conv", "rdn.num_grow_ch",
                 "srresnet.num_feat", "srresnet.num_block", "sr.blur_sigma_max", "sr.noise_sigma_max",
+                "cyclegan.n_blocks", "ugatit.n_layers_global", "ugatit.n_layers_local",
                 "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
                 "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
                 "loss.cx_h"]
@@ -320,6 +343,12 @@ def validate(cfg: Config, where: str = "config") -> None:
             f"{where}: optim.zero_stage must be one of {list(_ZERO_STAGES)}, got "
             f"{cfg.optim.zero_stage} (ZeRO-3 breaks two-engine GAN training: DeepSpeedExamples issue #193)"
         )
+    r = cfg.train.d_ratio
+    if not r > 0 or (abs(r - round(r)) > 1e-9 if r >= 1 else abs(1 / r - round(1 / r)) > 1e-6):
+        raise GantuneError(f"{where}: train.d_ratio must be a positive integer or the inverse of one "
+                           f"(2: two D updates per G update; 0.5: one every second step), got {r}")
+    if cfg.optim.weight_decay < 0:
+        raise GantuneError(f"{where}: optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     if cfg.train.ema_kimg < 0 or cfg.train.ema_rampup < 0:
         raise GantuneError(f"{where}: train.ema_kimg and train.ema_rampup must be >= 0")
     policies = [p for p in cfg.train.diffaug.split(",") if p.strip()]
@@ -367,6 +396,18 @@ def validate(cfg: Config, where: str = "config") -> None:
             raise GantuneError(f"{where}: sr.noise_root={sr.noise_root!r} is not a folder")
         if cfg.esrgan.pretrain_steps < 0 or cfg.esrgan.d_stepper < 0:
             raise GantuneError(f"{where}: esrgan.pretrain_steps and esrgan.d_stepper must be >= 0")
+    if cfg.model.family in UNPAIRED_FAMILIES:
+        if cfg.data.size_px % 4:
+            raise GantuneError(f"{where}: model.family {cfg.model.family} needs data.size_px a multiple of 4 "
+                               f"(its G downsamples twice), got {cfg.data.size_px}")
+        if cfg.cyclegan.pool_size < 0:
+            raise GantuneError(f"{where}: cyclegan.pool_size must be >= 0, got {cfg.cyclegan.pool_size}")
+        if cfg.ugatit.n_blocks < 0:
+            raise GantuneError(f"{where}: ugatit.n_blocks must be >= 0, got {cfg.ugatit.n_blocks}")
+        deepest = max(cfg.ugatit.n_layers_global, cfg.ugatit.n_layers_local)
+        if cfg.model.family == "ugatit" and cfg.data.size_px < 2**deepest:
+            raise GantuneError(f"{where}: model.family ugatit needs data.size_px >= 2**{deepest} for its "
+                               f"{deepest}-layer D, got {cfg.data.size_px}")
     if cfg.model.family == "oasis":
         blocks = cfg.oasis.num_res_blocks
         if blocks < 2 or cfg.data.size_px % 2**blocks:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet")
+FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet", "cyclegan", "ugatit")
 EXEMPLAR_FAMILIES = ("cocosnet", "cocosnet2", "unite")
 SR_FAMILIES = ("esrgan", "rdn", "srresnet")
+UNPAIRED_FAMILIES = ("cyclegan", "ugatit")
 LABEL_FAMILIES = ("spade", "oasis", *EXEMPLAR_FAMILIES)  # label map -> image: data.num_classes
 SECTION_FAMILIES: dict[str, tuple[str, ...]] = (
     {name: (name,) for name in FAMILY_NAMES} | {"exemplar": EXEMPLAR_FAMILIES, "sr": SR_FAMILIES}
@@ -159,3 +160,34 @@ class SrresnetConfig:
 
     num_feat: int = 64
     num_block: int = 16
+
+
+@dataclass(frozen=True)
+class CycleganConfig:
+    """model.family: cyclegan (CycleGAN, Zhu et al. 2017): two ResNet generators A <-> B and two
+    70x70 PatchGANs, LSGAN, cycle and identity L1, a history pool of fakes for D. model.ngf,
+    model.ndf and model.n_layers_D are the widths and D's depth (official: 64, 64, 3)."""
+
+    n_blocks: int = 9  # residual blocks (resnet_9blocks; 6 for 128 px)
+    lambda_A: float = 10.0  # cycle A -> B -> A
+    lambda_B: float = 10.0  # cycle B -> A -> B
+    lambda_identity: float = 0.5  # identity L1, relative to lambda_A / lambda_B
+    pool_size: int = 50  # D sees a mix of new fakes and older ones; 0: new only
+
+
+@dataclass(frozen=True)
+class UgatitConfig:
+    """model.family: ugatit (U-GAT-IT, Kim et al. 2020): CAM-attention generators with AdaILN,
+    a global and a local CAM discriminator per domain. Weights: znxlwm/UGATIT-pytorch's
+    defaults. model.ngf and model.ndf are the widths (official 64)."""
+
+    light: bool = False  # the MLP reads pooled features (10.59M G instead of 278.96M at 256 px)
+    n_blocks: int = 4  # residual blocks of encoder and decoder
+    n_layers_global: int = 7  # global D; data.size_px must be at least 2**n_layers_global
+    n_layers_local: int = 5  # local D
+    adv_weight: float = 1.0  # LSGAN on patch and CAM logits, D's and G's
+    cycle_weight: float = 10.0
+    identity_weight: float = 10.0
+    cam_weight: float = 1000.0  # G's CAM: translated images 1, identity images 0
+    scse: bool = False  # the log's scSE block after every G residual block
+    upsample: str = "resize"  # resize (nearest + conv) | deconv (the log's transposed conv)

@@ -54,8 +54,9 @@ def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
             # On CPU, DeepSpeed's FusedAdam JIT-loads its C++ op in every new process (compiler
             # probes through subprocesses: ~6 s of a segment's ~9 s engine set-up, measured);
             # torch's Adam is the same update. On CUDA the fused kernel is the fast one.
-            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": o.adam_eps, "weight_decay": 0.0,
-                       "torch_adam": not torch.cuda.is_available()},
+            # adam_w_mode off: weight decay is Adam's L2 term, as torch.optim.Adam (U-GAT-IT's).
+            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": o.adam_eps, "weight_decay": o.weight_decay,
+                       "adam_w_mode": False, "torch_adam": not torch.cuda.is_available()},
         },
         "zero_optimization": {"stage": o.zero_stage},
         "bf16": {"enabled": o.precision == "bf16"},
@@ -195,22 +196,25 @@ class Trainer:
             # through their raw modules, frozen (ZeRO-0 refuses a backward that crosses two
             # engines).
             logs = {}
+            d_every, d_repeats = self.cfg.train.d_schedule  # train.d_ratio: D's phases only
             for phase in self.family.phases:
-                if not phase.active(self.step):
+                is_d = phase.net == "D"
+                if not phase.active(self.step) or (is_d and self.step % d_every):
                     continue
                 engine = self.engines[phase.net]
                 nets = {**modules, phase.net: engine}
                 for name, params in self._trainable.items():
                     for p in params:
                         p.requires_grad_(name == phase.net)
-                loss, phase_logs = self.family.loss(phase.name, nets, batch)
-                logs |= phase_logs
-                if loss is None:  # the family skips this update (on every rank alike)
-                    continue
-                engine.backward(loss)
-                engine.step()
-                self.family.after_step(phase.name, nets)
-                logs[f"loss/{phase.name}/total"] = loss.item()
+                for _ in range(d_repeats if is_d else 1):
+                    loss, phase_logs = self.family.loss(phase.name, nets, batch)
+                    logs |= phase_logs
+                    if loss is None:  # the family skips this update (on every rank alike)
+                        continue
+                    engine.backward(loss)
+                    engine.step()
+                    self.family.after_step(phase.name, nets)
+                    logs[f"loss/{phase.name}/total"] = loss.item()
             for params in self._trainable.values():
                 for p in params:
                     p.requires_grad_(True)

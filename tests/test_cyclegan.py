@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from gantune.errors import GantuneError
-from models.cyclegan import (
-    ImagePool,
-    PatchGANDiscriminator,
-    ResnetGenerator,
-    cyclegan_d_loss,
-    cyclegan_g_losses,
-)
+from losses.cyclegan import ImagePool, cyclegan_d_loss, cyclegan_g_losses
+from models.cyclegan import PatchGANDiscriminator, ResnetGenerator
 from net_helpers import n_params, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 

@@ -43,6 +43,8 @@ ROWS = {
     # Super-resolution: ESRGAN's PSNR-oriented stage for one step, then G and D.
     "esrgan": {"model.family": "esrgan", "esrgan.pretrain_steps": 1, "sr.degradation": "realistic"},
     "rdn": {"model.family": "rdn", "sr.blurpool": True},
+    "cyclegan": {"model.family": "cyclegan", "cyclegan.pool_size": 1},
+    "ugatit": {"model.family": "ugatit", "ugatit.scse": True, "ugatit.upsample": "deconv", "optim.weight_decay": 1e-4},
     "srresnet": {"model.family": "srresnet", "sr.scale": 2, "sr.lambda_edge": 1.0, "eval.objective": "psnr",
                  "eval.y_channel": True, "eval.crop_border": 2, "eval.random_weights": False, "eval.dims": 2048,
                  "eval.cache_dir": ""},

@@ -201,3 +201,19 @@ def test_folder_dataset_source(tmp_path: Path) -> None:
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
     Trainer(cfg, tmp_path / "run2").evaluate()
     assert len(list(cache.glob("*.npz"))) == n_cached + 1
+
+
+@pytest.mark.parametrize("ratio, d_updates", [(2.0, 4), (0.5, 1)])
+def test_d_ratio_sets_d_updates_per_g_update(tmp_path: Path, ratio: float, d_updates: int) -> None:
+    tr = Trainer(tiny(tmp_path, **{"train.d_ratio": ratio, "loss.lambda_cx": 0.0, "loss.lambda_dists": 0.0}),
+                 tmp_path / "run")
+    tr.train(2)
+    assert tr.engines["G"].global_steps == 2 and tr.engines["D"].global_steps == d_updates
+    tr.close()
+
+
+def test_d_ratio_must_be_an_integer_or_its_inverse() -> None:
+    with pytest.raises(GantuneError, match="train.d_ratio must be a positive integer or the inverse of one"):
+        C.with_values(C.Config(), {"train.d_ratio": 1.5})
+    with pytest.raises(GantuneError, match="train.d_ratio=2.0 has no effect: model.family 'rdn' has no D"):
+        C.with_values(C.Config(), {"model.family": "rdn", "data.size_px": 32, "train.d_ratio": 2.0})

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gantune.errors import GantuneError
+from losses.ugatit import ugatit_d_loss, ugatit_g_losses
 from models.ugatit import (
     ILN,
     SCSE,
@@ -20,8 +21,6 @@ from models.ugatit import (
     UGATITGenerator,
     clip_rho,
     convert_reference_state_dict,
-    ugatit_d_loss,
-    ugatit_g_losses,
 )
 from net_helpers import n_params, one_thread  # noqa: F401  (one_thread: autouse fixture)
 

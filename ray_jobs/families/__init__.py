@@ -10,6 +10,7 @@ from ray_jobs.families.exemplar import Cocosnet2Family, CocosnetFamily, UniteFam
 from ray_jobs.families.oasis import OasisFamily
 from ray_jobs.families.spade import SpadeFamily
 from ray_jobs.families.sr import EsrganFamily, RdnFamily, SrresnetFamily
+from ray_jobs.families.unpaired import CycleganFamily, UgatitFamily
 
 FAMILIES: dict[str, type[Family]] = {
     "spade": SpadeFamily,
@@ -20,6 +21,8 @@ FAMILIES: dict[str, type[Family]] = {
     "esrgan": EsrganFamily,
     "rdn": RdnFamily,
     "srresnet": SrresnetFamily,
+    "cyclegan": CycleganFamily,
+    "ugatit": UgatitFamily,
 }
 
 __all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

@@ -27,7 +27,7 @@ Batch = dict[str, torch.Tensor]
 class Net:
     """One network with its own DeepSpeed engine and optimizer."""
 
-    name: str  # engine name, checkpoint tag, `loss/<phase>/...` prefix: G, D
+    name: str  # engine name, checkpoint tag, `loss/<phase>/...` prefix: G, D (train.d_ratio's D)
     lr_key: str  # the optim key of its learning rate: lr_G
     ema: bool = False  # keeps an exponential moving average (evaluation and grids use it)
 
