@@ -273,8 +273,10 @@ class Trainer:
             from metrics.image_folder import files_key
 
             files = files_key(sorted(p for p in Path(d.root).rglob("*") if p.is_file()))
+        # The dataset class says which images of the scenes are the reals (label photos, winter B).
+        items = type(getattr(self.eval_set, "dataset", self.eval_set)).__qualname__
         key = json.dumps({"source": d.source, "files": files, "seed": d.seed, "n_eval": d.n_eval,
-                          "size_px": d.size_px, "num_classes": d.num_classes}, sort_keys=True)
+                          "size_px": d.size_px, "num_classes": d.num_classes, "items": items}, sort_keys=True)
         return FidEvaluator(
             real01,
             dataset_key=key,
@@ -346,8 +348,11 @@ class Trainer:
         # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
         saved = state["config"]
         family = saved["model"]["family"]
-        shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes"]
-        shape_keys += [f"{family}.{k}" for k in saved.get(family, {}) if not k.startswith("lambda_")]
+        # The keys that shape the nets: the model section, the image size, the labels, the SR scale
+        # and the family's whole-number, boolean and named choices. Its floats are loss weights
+        # and thresholds, which a PBT exploit may bring from another trial.
+        shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes", "sr.scale"]
+        shape_keys += [f"{family}.{k}" for k, v in saved.get(family, {}).items() if not isinstance(v, float)]
         mine = config_lib.to_flat(self.cfg)
         theirs = {f"{sec}.{k}": v for sec, values in saved.items() for k, v in values.items()}
         differ = [k for k in shape_keys if theirs.get(k) != mine.get(k)]

@@ -129,3 +129,30 @@ def test_ugatit_clips_rho_after_g_steps_and_shows_its_cam(tmp_path: Path) -> Non
     tag, grid = tr.family.image_grid(tr._eval_nets(), batch)
     assert tag == "images/A_AtoB_AtoBtoA_cam" and grid.shape == (2 * 32, 4 * 32, 3)
     tr.close()
+
+
+def test_a_pbt_exploit_may_bring_other_loss_weights_but_not_another_net(tmp_path: Path) -> None:
+    from ray_jobs.trainer import Trainer
+
+    def config(**values: object) -> C.Config:
+        return C.with_values(C.Config(), {"model.family": "ugatit", "data.size_px": 32, "data.n_train": 2,
+                                          "optim.batch_size": 2, **FAMILIES["ugatit"].smoke_overrides, **values})
+
+    ckpt = Trainer(config(), tmp_path / "donor").save(tmp_path / "ckpt")
+    # The searched weights are floats of the family's section: another trial's checkpoint loads.
+    Trainer(config(**{"ugatit.cycle_weight": 20.0, "ugatit.cam_weight": 300.0}), tmp_path / "other").load(ckpt)
+    with pytest.raises(GantuneError, match="trained with ugatit.n_blocks=1 but this config has ugatit.n_blocks=2"):
+        Trainer(config(**{"ugatit.n_blocks": 2}), tmp_path / "wider").load(ckpt)
+
+
+def test_b_statistics_are_not_the_label_photos_statistics(tmp_path: Path) -> None:
+    """The same scene settings give other reals for an unpaired family (winter B): another cache."""
+    from ray_jobs.trainer import Trainer
+
+    common = {"data.size_px": 32, "data.n_train": 2, "data.n_eval": 4, "optim.batch_size": 2, "eval.batch_size": 4,
+              "loss.random_backbones": True,
+              "eval.random_weights": True, "eval.dims": 64, "eval.cache_dir": str(tmp_path / "cache")}
+    for family in ("spade", "cyclegan"):
+        cfg = C.with_values(C.Config(), {"model.family": family, **FAMILIES[family].smoke_overrides, **common})
+        Trainer(cfg, tmp_path / family).evaluate()
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
