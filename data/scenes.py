@@ -25,7 +25,8 @@ from tqdm import tqdm
 from data.classes import NUM_CLASSES
 from data.classes import Landscape as C
 from data.folder import make_item, write_image_atomic
-from data.scene_layout import Canvas, compose, value_noise
+from data.noise import value_noise
+from data.scene_layout import Canvas, compose
 from gantune.errors import GantuneError
 
 log = logging.getLogger(__name__)

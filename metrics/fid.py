@@ -13,15 +13,11 @@ A feature layer other than pool3 (`dims`, as pytorch-fid's `--dims`) adds `_dims
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +35,7 @@ from gantune.errors import GantuneError
 from metrics.image_folder import ImageFolderBatches, files_key, list_images
 from metrics.kid import kernel_inception_distance
 from metrics.objectives import inception_metric_name
+from metrics.stats_cache import cache_path, default_cache_dir, load_cached, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -179,43 +176,6 @@ def _frechet(
 # ---- Cached real statistics -------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """$GANTUNE_CACHE_DIR/fid_stats, else $XDG_CACHE_HOME/gantune/fid_stats, else
-    ~/.cache/gantune/fid_stats."""
-    if os.environ.get("GANTUNE_CACHE_DIR"):
-        return Path(os.environ["GANTUNE_CACHE_DIR"]) / "fid_stats"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gantune" / "fid_stats"
-
-
-def _cache_path(cache_dir: Path, settings: dict[str, object]) -> Path:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    return cache_dir / f"{settings['metric']}-{digest[:24]}.npz"
-
-
-def _load_cached(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:  # a foreign or damaged file is recomputed, not trusted
-        log.warning("ignoring unreadable statistics cache %s (%s)", path, e)
-        return None
-
-
-def _save_atomic(path: Path, arrays: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # `mu` and `sigma` keys: pytorch-fid reads the same file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # ---- Evaluator -------------------------------------------------------------------------------
 
 
@@ -295,8 +255,8 @@ class FidEvaluator:
             "recalibration_batch": batch_size if recalibrate else None,
         }
         cacheable = use_cache and dataset_key is not None and weights_id is not None
-        path = _cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), settings)
-        cached = _load_cached(path) if cacheable else None
+        path = cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), settings)
+        cached = load_cached(path) if cacheable else None
         if cached is not None and recalibrate and not self._load_bn_buffers(cached):
             log.warning("statistics cache %s lacks the batch-norm buffers; recomputing", path)
             cached = None
@@ -325,7 +285,7 @@ class FidEvaluator:
                     arrays |= self._bn_buffers()
                 if statistic == "kid":
                     arrays["features"] = feats.numpy()
-                _save_atomic(path, arrays)
+                save_atomic(path, arrays)
                 log.info("real statistics cached in %s", path)
         self.mu_real, self.sigma_real = _as64(mu), _as64(sigma)
         self._sqrt_sigma_real = _sqrt_psd(self.sigma_real)  # once per run, not per evaluation

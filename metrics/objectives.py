@@ -33,3 +33,23 @@ def metric_name(objective: str, *, random_weights: bool = False, dims: int = POO
     if objective in INCEPTION_OBJECTIVES:
         return inception_metric_name(objective, random_weights, dims)
     return f"{objective}_y" if y_channel else objective
+
+
+def check(objective: str, mode: str, crop_border: int, size_px: int) -> str | None:
+    """What is wrong with the eval section's objective keys, in one line, or None."""
+    own = MODES[objective]
+    if mode and mode != own:
+        return (f"eval.mode={mode!r} contradicts eval.objective={objective!r}, which is better "
+                f"{'lower' if own == 'min' else 'higher'}; leave eval.mode out or set {own!r}")
+    if not 0 <= 2 * crop_border < size_px:
+        return f"eval.crop_border must be >= 0 and leave pixels of data.size_px={size_px}, got {crop_border}"
+    return None
+
+
+def no_effect(objective: str, key: str) -> str | None:
+    """Why an eval key does nothing for this objective, or None."""
+    if key in ("y_channel", "crop_border") and objective not in PAIRED_OBJECTIVES:
+        return f"eval.objective is {objective!r} (they shape psnr and ssim)"
+    if key in ("random_weights", "dims", "weights_dir", "cache_dir") and objective not in INCEPTION_OBJECTIVES:
+        return f"eval.objective is {objective!r} (no Inception network)"
+    return None

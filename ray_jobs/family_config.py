@@ -7,6 +7,13 @@ Defaults are the official training's, at the reference configuration each file n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gantune.errors import GantuneError
+
+if TYPE_CHECKING:
+    from ray_jobs.config import Config
 
 FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet", "cyclegan", "ugatit")
 EXEMPLAR_FAMILIES = ("cocosnet", "cocosnet2", "unite")
@@ -191,3 +198,100 @@ class UgatitConfig:
     cam_weight: float = 1000.0  # G's CAM: translated images 1, identity images 0
     scse: bool = False  # the log's scSE block after every G residual block
     upsample: str = "resize"  # resize (nearest + conv) | deconv (the log's transposed conv)
+
+
+# ---- The families' checks (config.py runs them) ----------------------------------------------
+
+# The families' keys with a closed set of values, and those that must be above zero.
+FAMILY_CHOICES: dict[str, tuple[object, ...]] = {
+    "exemplar.train_retrieval": ("random", "iou", "vgg"),
+    "exemplar.eval_retrieval": ("random", "iou", "vgg"),
+    "spade.num_upsampling_layers": ("normal", "more", "most"),
+    "spade.param_free_norm": ("batch", "instance"),
+    "oasis.param_free_norm": ("batch", "instance"),
+    "spade.gan_mode": ("hinge", "ls", "original"),
+    "sr.scale": (2, 4),
+    "sr.degradation": ("bicubic", "realistic"),
+    "ugatit.upsample": ("resize", "deconv"),
+}
+FAMILY_POSITIVE = (
+    "spade.z_dim", "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks", "exemplar.top_k",
+    "cocosnet.warp_stride", "cocosnet2.nef", "cocosnet2.iteration_count", "unite.nef",
+    "esrgan.num_feat", "esrgan.num_block", "esrgan.num_grow_ch", "esrgan.num_feat_d",
+    "rdn.num_feat", "rdn.num_block", "rdn.num_conv", "rdn.num_grow_ch", "srresnet.num_feat", "srresnet.num_block",
+    "sr.blur_sigma_max", "sr.noise_sigma_max", "cyclegan.n_blocks", "ugatit.n_layers_global", "ugatit.n_layers_local",
+)
+
+# Shared keys a family has no use for: its own D, its own adversarial loss.
+FAMILY_IGNORES = {
+    "spade": (),
+    "oasis": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug"),
+    **{family: ("train.diffaug",) for family in EXEMPLAR_FAMILIES},
+    # Super-resolution: widths in their own sections, no label map, no augmentation of pairs.
+    **{family: ("model.ngf", "model.ndf", "model.D", "model.num_D", "model.n_layers_D", "train.diffaug",
+                "data.num_classes") + (("optim.lr_D",) if family != "esrgan" else ())
+       for family in SR_FAMILIES},
+    # Unpaired translation: no label map; one PatchGAN per domain.
+    "cyclegan": ("model.D", "model.num_D", "train.diffaug", "data.num_classes"),
+    "ugatit": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug", "data.num_classes"),
+}
+_REALISTIC_KEYS = ("sr.blur_sigma_max", "sr.noise_sigma_max", "sr.jpeg_quality_min", "sr.noise_root")
+
+
+def family_no_effect(cfg: Config, key: str) -> str | None:
+    """Why a key of an active section does nothing for this family, or None."""
+    if key == "train.d_ratio" and cfg.model.family in ("rdn", "srresnet"):
+        return f"model.family {cfg.model.family!r} has no D"
+    if key in _REALISTIC_KEYS and cfg.sr.degradation != "realistic":
+        return "sr.degradation is 'bicubic' (these shape the realistic degradation)"
+    if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
+        return "spade.use_vae is false (no style encoder)"
+    if key in FAMILY_IGNORES[cfg.model.family]:
+        return f"model.family {cfg.model.family!r} does not use it"
+    return None
+
+
+def validate_family(cfg: Config, where: str) -> None:
+    """The checks of model.family's own constraints (sizes its nets need, ranges of its keys)."""
+    if cfg.model.family in EXEMPLAR_FAMILIES:
+        if cfg.data.size_px % 32 or cfg.data.size_px < 64:
+            raise GantuneError(f"{where}: model.family {cfg.model.family} needs data.size_px a multiple of 32 and at "
+                               f"least 64 (its G starts from a 2x2 grid), got {cfg.data.size_px}")
+        if not 0 <= cfg.exemplar.self_ref_prob <= 1:
+            raise GantuneError(f"{where}: exemplar.self_ref_prob must be in [0, 1], got {cfg.exemplar.self_ref_prob}")
+        if cfg.unite.reach < 0:
+            raise GantuneError(f"{where}: unite.reach must be >= 0 (0: balanced OT), got {cfg.unite.reach}")
+    if cfg.model.family in SR_FAMILIES:
+        sr = cfg.sr
+        if cfg.data.size_px % sr.scale:
+            raise GantuneError(f"{where}: data.size_px={cfg.data.size_px} (the high-resolution crop) must be a "
+                               f"multiple of sr.scale={sr.scale}")
+        size = cfg.data.size_px
+        if cfg.model.family == "esrgan" and (size < 64 or size & (size - 1)):
+            raise GantuneError(f"{where}: model.family esrgan needs data.size_px a power of two >= 64 (its VGG-style "
+                               f"D reads the whole crop), got {size}")
+        if not 0 < sr.jpeg_quality_min <= 95:
+            raise GantuneError(f"{where}: sr.jpeg_quality_min must be in (0, 95], got {sr.jpeg_quality_min}")
+        if sr.noise_root and not Path(sr.noise_root).is_dir():
+            raise GantuneError(f"{where}: sr.noise_root={sr.noise_root!r} is not a folder")
+        if cfg.esrgan.pretrain_steps < 0 or cfg.esrgan.d_stepper < 0:
+            raise GantuneError(f"{where}: esrgan.pretrain_steps and esrgan.d_stepper must be >= 0")
+    if cfg.model.family in UNPAIRED_FAMILIES:
+        if cfg.data.size_px % 4:
+            raise GantuneError(f"{where}: model.family {cfg.model.family} needs data.size_px a multiple of 4 "
+                               f"(its G downsamples twice), got {cfg.data.size_px}")
+        if cfg.cyclegan.pool_size < 0:
+            raise GantuneError(f"{where}: cyclegan.pool_size must be >= 0, got {cfg.cyclegan.pool_size}")
+        if cfg.ugatit.n_blocks < 0:
+            raise GantuneError(f"{where}: ugatit.n_blocks must be >= 0, got {cfg.ugatit.n_blocks}")
+        deepest = max(cfg.ugatit.n_layers_global, cfg.ugatit.n_layers_local)
+        if cfg.model.family == "ugatit" and cfg.data.size_px < 2**deepest:
+            raise GantuneError(f"{where}: model.family ugatit needs data.size_px >= 2**{deepest} for its "
+                               f"{deepest}-layer D, got {cfg.data.size_px}")
+    if cfg.model.family == "oasis":
+        blocks = cfg.oasis.num_res_blocks
+        if blocks < 2 or cfg.data.size_px % 2**blocks:
+            raise GantuneError(f"{where}: oasis.num_res_blocks={blocks} needs data.size_px a multiple of "
+                               f"2**{blocks} and at least 2 blocks, got data.size_px={cfg.data.size_px}")
+        if cfg.oasis.spade_ks % 2 == 0:
+            raise GantuneError(f"{where}: oasis.spade_ks must be odd (an even kernel shifts the map), got {cfg.oasis.spade_ks}")

@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from gantune.errors import GantuneError
+from models.pconv import PartialConv, PConvCoarseNet
 from models.pdgan import (
-    PConvCoarseNet,
-    PartialConv,
     PDGANDiscriminator,
     PDGANGenerator,
     PositionalNorm,

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def _cache_dir() -> Path:
-    from metrics.fid import default_cache_dir
+    from metrics.stats_cache import default_cache_dir
 
     return default_cache_dir().parent / "exemplars"
 
