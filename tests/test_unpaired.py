@@ -86,7 +86,7 @@ def test_d_judges_the_g_phase_fakes_through_the_pools() -> None:
     assert total.item() == pytest.approx(logs["loss/D/D_A"] + logs["loss/D/D_B"])
 
 
-def test_pool_returns_older_fakes_to_d() -> None:
+def test_the_d_phase_fills_each_domains_pool() -> None:
     family, nets = family_and_nets(**{"cyclegan.pool_size": 4})
     batches = [{"A": torch.rand(2, 3, 32, 32) * 2 - 1, "B": torch.rand(2, 3, 32, 32) * 2 - 1} for _ in range(6)]
     for batch in batches:
