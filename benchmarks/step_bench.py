@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from ray_jobs import config as config_lib  # noqa: E402
 from ray_jobs.families import FAMILIES, Family  # noqa: E402
+from ray_jobs.families.base import learning_rate  # noqa: E402
 from ray_jobs.distributed import init_distributed  # noqa: E402
 from ray_jobs.trainer import deepspeed_config  # noqa: E402
 
@@ -80,14 +81,14 @@ def bench(cfg: config_lib.Config, steps: int, rounds: int) -> tuple[list[float],
     fresh = {net.name: family.build(net.name).to(device) for net in family.nets}  # one set of weights
     nets = {name: copy.deepcopy(m) for name, m in fresh.items()}
     betas = (cfg.optim.beta1, cfg.optim.beta2)
-    opts = {net.name: torch.optim.Adam(nets[net.name].parameters(), lr=getattr(cfg.optim, net.lr_key), betas=betas)
+    opts = {net.name: torch.optim.Adam(nets[net.name].parameters(), lr=learning_rate(cfg, net), betas=betas)
             for net in family.nets}
     engines = {}
     for net in family.nets:
         model = copy.deepcopy(fresh[net.name])
         engines[net.name], _, _, _ = deepspeed.initialize(
             model=model, model_parameters=model.parameters(),
-            config=deepspeed_config(cfg, getattr(cfg.optim, net.lr_key), 1))
+            config=deepspeed_config(cfg, learning_rate(cfg, net), 1))
 
     def timed(step_fn) -> float:  # type: ignore[no-untyped-def]
         step_fn(batches[0])  # warm-up

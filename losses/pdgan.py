@@ -9,6 +9,11 @@
 - `hole_tv_loss`: total variation of the composite over pixel pairs that both lie in the hole
   dilated by one pixel. The reference's row term subtracts the last row from the first instead of
   neighbouring rows; here both directions take neighbours.
+- `PConvLoss`: the coarse net's own training (the reference's `models/PConv.py`, Liu et al.
+  2018's weights): L1 in the hole x6 and outside x1, VGG16 perceptual (relu1_1..relu5_1) of the
+  output and of the composite x0.05, Gram-matrix style (relu2_2, relu3_3, relu4_3) of the output
+  x120, and hole TV of the composite x0.1. The reference's L1s are means over every pixel, hole
+  or not, times the mask.
 """
 
 from __future__ import annotations
@@ -57,3 +62,43 @@ def hole_tv_loss(composite: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     tv_cols = ((composite[..., :, :-1] - composite[..., :, 1:]).abs() * cols).mean()
     tv_rows = ((composite[..., :-1, :] - composite[..., 1:, :]).abs() * rows).mean()
     return tv_cols + tv_rows
+
+
+PCONV_PERCEPTUAL = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+PCONV_STYLE = ("relu2_2", "relu3_3", "relu4_3")
+# The reference's weights of the coarse net's terms (Liu et al. 2018).
+PCONV_WEIGHTS = {"hole": 6.0, "valid": 1.0, "perc": 0.05, "style": 120.0, "tv": 0.1}
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, C) Gram matrices, normalised by C * H * W as the reference's."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+class PConvLoss(nn.Module):
+    """The coarse net's unweighted terms {hole, valid, perc, style, tv}; `PCONV_WEIGHTS` weighs them."""
+
+    def __init__(self, *, random_weights: bool = False, weights_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.vgg = VGGFeatures("vgg16", [*PCONV_PERCEPTUAL, *PCONV_STYLE], random_weights=random_weights, weights_dir=weights_dir)
+
+    def forward(self, out: torch.Tensor, real: torch.Tensor, hole: torch.Tensor) -> dict[str, torch.Tensor]:
+        """out: the coarse net's whole image; real: the ground truth; hole (N, 1, H, W), 1 = hole."""
+        check_image_pair(out, real)
+        known = 1 - hole
+        composite = out * hole + real * known
+        f_out, f_comp = self.vgg(out), self.vgg(composite)
+        with torch.no_grad():
+            f_real = self.vgg(real)
+        perc = sum((F.l1_loss(f[layer], f_real[layer]) for f in (f_out, f_comp) for layer in PCONV_PERCEPTUAL),
+                   out.new_zeros(()))
+        style = sum((F.l1_loss(gram(f_out[layer]), gram(f_real[layer])) for layer in PCONV_STYLE), out.new_zeros(()))
+        return {
+            "hole": F.l1_loss(out * hole, real * hole),
+            "valid": F.l1_loss(out * known, real * known),
+            "perc": perc,
+            "style": style,
+            "tv": hole_tv_loss(composite, hole),
+        }

@@ -5,13 +5,14 @@ their directions. Torch-free, so configs and search specs are checked without im
   of the real evaluation set (metrics/fid.py, metrics/kid.py). Minimised.
 - `psnr`, `ssim`: G_ema's output against the real photo of the same input (metrics/paired.py),
   as BasicSR computes them. Maximised.
+- `l1`: the mean absolute error against the same real photo, in [0, 1] (inpainting). Minimised.
 """
 
 from __future__ import annotations
 
-MODES = {"fid": "min", "kid": "min", "psnr": "max", "ssim": "max"}
+MODES = {"fid": "min", "kid": "min", "psnr": "max", "ssim": "max", "l1": "min"}
 INCEPTION_OBJECTIVES = ("fid", "kid")
-PAIRED_OBJECTIVES = ("psnr", "ssim")
+PAIRED_OBJECTIVES = ("psnr", "ssim", "l1")
 POOL3_DIMS = 2048  # backbones.inception.FEATURE_DIM: the layer FID and KID are defined on
 
 # A diverged trial reports this instead of NaN (PBT would sort NaN as a good score): the worst
@@ -49,7 +50,7 @@ def check(objective: str, mode: str, crop_border: int, size_px: int) -> str | No
 def no_effect(objective: str, key: str) -> str | None:
     """Why an eval key does nothing for this objective, or None."""
     if key in ("y_channel", "crop_border") and objective not in PAIRED_OBJECTIVES:
-        return f"eval.objective is {objective!r} (they shape psnr and ssim)"
+        return f"eval.objective is {objective!r} (they shape psnr, ssim and l1)"
     if key in ("random_weights", "dims", "weights_dir", "cache_dir") and objective not in INCEPTION_OBJECTIVES:
         return f"eval.objective is {objective!r} (no Inception network)"
     return None

@@ -8,6 +8,11 @@
 - PSNR is 10 log10(1 / MSE) per image; SSIM is Wang et al.'s, an 11-tap Gaussian window of
   sigma 1.5, C1 = (0.01 L)^2, C2 = (0.03 L)^2, the valid part of the map, averaged over it and the
   channels. Both are then averaged over the images. The arithmetic is kornia's, in float64.
+
+The inpainting log's columns too: L1, the mean absolute error in [0, 1] (Liu et al. 2018's l1
+error, on the same 8-bit images), and TV, the output's mean absolute difference between
+neighbouring pixels (kornia's total variation over the pixel pairs), reported with the real
+images' TV (`tv_real`) to read it against: a blurry fill scores below it.
 """
 
 from __future__ import annotations
@@ -52,6 +57,26 @@ def ssim(fake01: Tensor, real01: Tensor, *, crop_border: int = 0, y_only: bool =
     return kornia.metrics.ssim(a, b, window_size=11, max_val=1.0, eps=0.0, padding="valid").mean((1, 2, 3))
 
 
+def l1(fake01: Tensor, real01: Tensor, *, crop_border: int = 0, y_only: bool = False) -> Tensor:
+    """Per-image mean absolute error in [0, 1], (N,)."""
+    a, b = _pair(fake01, real01, crop_border, y_only)
+    return (a - b).abs().mean((1, 2, 3))
+
+
+def tv(images01: Tensor, *, crop_border: int = 0, y_only: bool = False) -> Tensor:
+    """Per-image total variation, (N,): twice the mean |difference| over all horizontal and
+    vertical neighbour pairs (on a square image, the horizontal mean plus the vertical one),
+    averaged over channels."""
+    x = prepare(images01, crop_border=crop_border, y_only=y_only)
+    h, w = x.shape[-2:]
+    pairs = (h - 1) * w + h * (w - 1)
+    # kornia sums |differences| over both directions, per channel.
+    return kornia.losses.total_variation(x, reduction="sum").mean(1) / pairs * 2
+
+
+PAIRED_METRICS = {"psnr": psnr, "ssim": ssim, "l1": l1}
+
+
 def _pair(fake01: Tensor, real01: Tensor, crop_border: int, y_only: bool) -> tuple[Tensor, Tensor]:
     if fake01.shape != real01.shape:
         raise GantuneError(f"paired metrics: fake {tuple(fake01.shape)} and real {tuple(real01.shape)} differ in shape")
@@ -61,16 +86,22 @@ def _pair(fake01: Tensor, real01: Tensor, crop_border: int, y_only: bool) -> tup
 
 class PairedEvaluator:
     """Built once with the real evaluation images; `evaluator(fakes)` scores G_ema's outputs for
-    the same inputs, in the same order: {"metric/<psnr|ssim>[_y]": mean over the images}."""
+    the same inputs, in the same order: {"metric/<name>[_y]": mean over the images} for each of
+    `metrics` (psnr, ssim, l1 against the real; tv of the output alone, with tv_real)."""
 
-    def __init__(self, real01: Tensor, objective: str, *, crop_border: int = 0, y_only: bool = False) -> None:
-        if objective not in ("psnr", "ssim"):
-            raise GantuneError(f"PairedEvaluator: expected objective 'psnr' or 'ssim', got {objective!r}")
-        self.real01, self.objective = real01.cpu(), objective
+    def __init__(self, real01: Tensor, metrics: tuple[str, ...], *, crop_border: int = 0, y_only: bool = False) -> None:
+        unknown = [m for m in metrics if m not in (*PAIRED_METRICS, "tv")]
+        if unknown or not metrics:
+            raise GantuneError(f"PairedEvaluator: expected metrics from psnr, ssim, l1, tv, got {list(metrics)}")
+        self.real01, self.metrics = real01.cpu(), tuple(dict.fromkeys(metrics))
         self.crop_border, self.y_only = crop_border, y_only
-        self.metric_key = "metric/" + metric_name(objective, y_channel=y_only)
 
     def __call__(self, fake01: Tensor) -> dict[str, float]:
-        score = psnr if self.objective == "psnr" else ssim
-        values = score(fake01.cpu(), self.real01, crop_border=self.crop_border, y_only=self.y_only)
-        return {self.metric_key: float(values.mean())}
+        fake01, options = fake01.cpu(), {"crop_border": self.crop_border, "y_only": self.y_only}
+        scores = {}
+        for name in self.metrics:
+            values = tv(fake01, **options) if name == "tv" else PAIRED_METRICS[name](fake01, self.real01, **options)
+            scores["metric/" + metric_name(name, y_channel=self.y_only)] = float(values.mean())
+        if "tv" in self.metrics:
+            scores["metric/" + metric_name("tv_real", y_channel=self.y_only)] = float(tv(self.real01, **options).mean())
+        return scores

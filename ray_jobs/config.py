@@ -36,6 +36,7 @@ from ray_jobs.family_config import (
     EsrganConfig,
     ExemplarConfig,
     OasisConfig,
+    PdganConfig,
     RdnConfig,
     SpadeConfig,
     SRConfig,
@@ -68,6 +69,7 @@ class Config:
     srresnet: SrresnetConfig = field(default_factory=SrresnetConfig)
     cyclegan: CycleganConfig = field(default_factory=CycleganConfig)
     ugatit: UgatitConfig = field(default_factory=UgatitConfig)
+    pdgan: PdganConfig = field(default_factory=PdganConfig)
 
 
 FAMILY_SECTIONS = tuple(SECTION_FAMILIES)

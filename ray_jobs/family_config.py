@@ -15,7 +15,9 @@ from gantune.errors import GantuneError
 if TYPE_CHECKING:
     from ray_jobs.config import Config
 
-FAMILY_NAMES = ("spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet", "cyclegan", "ugatit")
+FAMILY_NAMES = (
+    "spade", "oasis", "cocosnet", "cocosnet2", "unite", "esrgan", "rdn", "srresnet", "cyclegan", "ugatit", "pdgan",
+)
 EXEMPLAR_FAMILIES = ("cocosnet", "cocosnet2", "unite")
 SR_FAMILIES = ("esrgan", "rdn", "srresnet")
 UNPAIRED_FAMILIES = ("cyclegan", "ugatit")
@@ -198,6 +200,48 @@ class UgatitConfig:
     cam_weight: float = 1000.0  # G's CAM: translated images 1, identity images 0
     scse: bool = False  # the log's scSE block after every G residual block
     upsample: str = "resize"  # resize (nearest + conv) | deconv (the log's transposed conv)
+    # The log's histogram matching (data/histmatch.py): each generator's input photos take the other
+    # domain's batch's per-channel distribution, so G translates shapes and textures more than colour.
+    hist_match: str = "none"  # none (off) | rgb | hsv (S and V) | hsl (L and S); hue is never matched
+    hist_match_prob: float = 0.5  # the chance per training step (one draw for both directions)
+    hist_match_ratio: float = 1.0  # blend (1 - ratio) * photo + ratio * matched; 1: fully matched
+    # The log's blur term (CartoonGAN's edge-smoothed adversarial loss): each domain's Ds also see its
+    # Gaussian-blurred real photos labelled fake, LSGAN on patch and CAM logits, so G learns sharp edges.
+    blur_weight: float = 0.0  # 0: off; CartoonGAN weighs it as the fakes' half (adv_weight)
+    blur_sigma: float = 1.0  # the blur's std in px; the kernel spans +-3 sigma
+
+
+
+@dataclass(frozen=True)
+class PdganConfig:
+    """model.family: pdgan (PD-GAN, Liu et al. 2021): inpainting. A partial-conv U-Net gives the
+    coarse prior; the SPDNorm G decodes noise over it; SPADE's multiscale D reads [hole mask,
+    image]. Weights: KumapowerLIU/PD-GAN's defaults. model.ngf, model.ndf, model.num_D and
+    model.n_layers_D are G's and D's (official 64, 64, 2, 4)."""
+
+    z_dim: int = 256  # noise vector
+    norm: str = "position"  # SPDNorm's parameter-free norm: position (official) | batch | instance | group (the log's)
+    groups: int = 32  # norm group: GroupNorm groups
+    attention: str = "none"  # none | simam (the log's SimAM after every SPDNorm block)
+    nhidden: int = 128  # SPDNorm's hidden width
+    lambda_gan: float = 1.0  # hinge GAN on both noises' outputs, G's
+    lambda_feat: float = 10.0  # D feature matching, both outputs
+    lambda_perc: float = 10.0  # VGG16 relu1_1..relu4_1 L1 to the real, both outputs (the reference's lambda_P)
+    lambda_tv: float = 0.1  # TV of the composites in the dilated hole
+    lambda_div: float = 1.0  # 1 / (VGG16 relu4_1 distance of the two outputs in the hole)
+    lambda_msssim_l1: float = 0.0  # the log's MS-SSIM+L1 (Zhao et al. 2017) to the real, both outputs
+    masks: str = "freeform"  # freeform (strokes and boxes) | files (a folder of masks: mask_root)
+    mask_root: str = ""  # masks files: a folder of mask images, a pixel above 0 is a hole
+    # The coarse prior: PD-GAN's partial-conv U-Net, trained first with the PConv losses for
+    # prior_steps (the reference trains it as a model of its own), then frozen; prior_weights
+    # starts it from a trained one (prior_steps 0: used as it is).
+    prior_ngf: int = 64  # its width
+    prior_res_num: int = 4  # its partial-conv residual blocks
+    prior_norm: str = "instance"  # instance (official) | group: norms that act alike in training and evaluation
+    prior_steps: int = 1000  # the coarse net's own stage, before D and G train (0: none)
+    lr_prior: float = 1e-3  # its Adam learning rate (the reference's --lr)
+    prior_weights: str = ""  # a coarse-net state dict (.pt) to start from
+    prior_sha256: str = ""  # prior_weights' expected SHA-256, checked when given
 
 
 # ---- The families' checks (config.py runs them) ----------------------------------------------
@@ -213,6 +257,11 @@ FAMILY_CHOICES: dict[str, tuple[object, ...]] = {
     "sr.scale": (2, 4),
     "sr.degradation": ("bicubic", "realistic"),
     "ugatit.upsample": ("resize", "deconv"),
+    "ugatit.hist_match": ("none", "rgb", "hsv", "hsl"),
+    "pdgan.norm": ("position", "batch", "instance", "group"),
+    "pdgan.attention": ("none", "simam"),
+    "pdgan.masks": ("freeform", "files"),
+    "pdgan.prior_norm": ("instance", "group"),
 }
 FAMILY_POSITIVE = (
     "spade.z_dim", "oasis.num_res_blocks", "oasis.z_dim", "oasis.spade_ks", "exemplar.top_k",
@@ -220,6 +269,8 @@ FAMILY_POSITIVE = (
     "esrgan.num_feat", "esrgan.num_block", "esrgan.num_grow_ch", "esrgan.num_feat_d",
     "rdn.num_feat", "rdn.num_block", "rdn.num_conv", "rdn.num_grow_ch", "srresnet.num_feat", "srresnet.num_block",
     "sr.blur_sigma_max", "sr.noise_sigma_max", "cyclegan.n_blocks", "ugatit.n_layers_global", "ugatit.n_layers_local",
+    "ugatit.blur_sigma",
+    "pdgan.z_dim", "pdgan.groups", "pdgan.nhidden", "pdgan.prior_ngf", "pdgan.lr_prior",
 )
 
 # Shared keys a family has no use for: its own D, its own adversarial loss.
@@ -234,6 +285,8 @@ FAMILY_IGNORES = {
     # Unpaired translation: no label map; one PatchGAN per domain.
     "cyclegan": ("model.D", "model.num_D", "train.diffaug", "data.num_classes"),
     "ugatit": ("model.D", "model.num_D", "model.n_layers_D", "train.diffaug", "data.num_classes"),
+    # Inpainting: no label map; D reads [hole mask, image].
+    "pdgan": ("model.D", "train.diffaug", "data.num_classes"),
 }
 _REALISTIC_KEYS = ("sr.blur_sigma_max", "sr.noise_sigma_max", "sr.jpeg_quality_min", "sr.noise_root")
 
@@ -246,6 +299,16 @@ def family_no_effect(cfg: Config, key: str) -> str | None:
         return "sr.degradation is 'bicubic' (these shape the realistic degradation)"
     if key in ("spade.z_dim", "spade.lambda_kld") and not cfg.spade.use_vae:
         return "spade.use_vae is false (no style encoder)"
+    if key in ("ugatit.hist_match_prob", "ugatit.hist_match_ratio") and cfg.ugatit.hist_match == "none":
+        return "ugatit.hist_match is 'none' (no histogram matching)"
+    if key == "ugatit.blur_sigma" and cfg.ugatit.blur_weight == 0:
+        return "ugatit.blur_weight is 0 (no blur term)"
+    if key == "pdgan.prior_sha256" and not cfg.pdgan.prior_weights:
+        return "pdgan.prior_weights is empty (nothing to check)"
+    if key == "pdgan.mask_root" and cfg.pdgan.masks != "files":
+        return "pdgan.masks is not 'files'"
+    if key == "pdgan.groups" and cfg.pdgan.norm != "group" and cfg.pdgan.prior_norm != "group":
+        return "neither pdgan.norm nor pdgan.prior_norm is 'group'"
     if key in FAMILY_IGNORES[cfg.model.family]:
         return f"model.family {cfg.model.family!r} does not use it"
     return None
@@ -284,10 +347,17 @@ def validate_family(cfg: Config, where: str) -> None:
             raise GantuneError(f"{where}: cyclegan.pool_size must be >= 0, got {cfg.cyclegan.pool_size}")
         if cfg.ugatit.n_blocks < 0:
             raise GantuneError(f"{where}: ugatit.n_blocks must be >= 0, got {cfg.ugatit.n_blocks}")
+        for key in ("hist_match_prob", "hist_match_ratio"):
+            if not 0 <= getattr(cfg.ugatit, key) <= 1:
+                raise GantuneError(f"{where}: ugatit.{key} must be in [0, 1], got {getattr(cfg.ugatit, key)}")
+        if cfg.ugatit.blur_weight < 0:
+            raise GantuneError(f"{where}: ugatit.blur_weight must be >= 0 (0: off), got {cfg.ugatit.blur_weight}")
         deepest = max(cfg.ugatit.n_layers_global, cfg.ugatit.n_layers_local)
         if cfg.model.family == "ugatit" and cfg.data.size_px < 2**deepest:
             raise GantuneError(f"{where}: model.family ugatit needs data.size_px >= 2**{deepest} for its "
                                f"{deepest}-layer D, got {cfg.data.size_px}")
+    if cfg.model.family == "pdgan":
+        _validate_pdgan(cfg, where)
     if cfg.model.family == "oasis":
         blocks = cfg.oasis.num_res_blocks
         if blocks < 2 or cfg.data.size_px % 2**blocks:
@@ -295,3 +365,21 @@ def validate_family(cfg: Config, where: str) -> None:
                                f"2**{blocks} and at least 2 blocks, got data.size_px={cfg.data.size_px}")
         if cfg.oasis.spade_ks % 2 == 0:
             raise GantuneError(f"{where}: oasis.spade_ks must be odd (an even kernel shifts the map), got {cfg.oasis.spade_ks}")
+
+
+def _validate_pdgan(cfg: Config, where: str) -> None:
+    p, size = cfg.pdgan, cfg.data.size_px
+    if size % 64 or size < 128:
+        raise GantuneError(f"{where}: model.family pdgan needs data.size_px a multiple of 64 and at least 128 (G "
+                           f"and the coarse net halve it six times, and need two pixels there), got {size}")
+    if p.prior_steps < 0:
+        raise GantuneError(f"{where}: pdgan.prior_steps must be >= 0, got {p.prior_steps}")
+    if p.masks == "files" and not (p.mask_root and Path(p.mask_root).is_dir()):
+        raise GantuneError(f"{where}: pdgan.masks is 'files': pdgan.mask_root={p.mask_root!r} must be a folder of masks")
+    if p.prior_weights and not Path(p.prior_weights).is_file():
+        raise GantuneError(f"{where}: pdgan.prior_weights={p.prior_weights!r} is not a file (a coarse-net state dict)")
+    if p.prior_sha256 and (len(p.prior_sha256) != 64 or any(c not in "0123456789abcdef" for c in p.prior_sha256)):
+        raise GantuneError(f"{where}: pdgan.prior_sha256 must be 64 lowercase hex digits, got {p.prior_sha256!r}")
+    for key, norm, width in (("pdgan.norm", p.norm, cfg.model.ngf), ("pdgan.prior_norm", p.prior_norm, p.prior_ngf)):
+        if norm == "group" and width % p.groups:
+            raise GantuneError(f"{where}: {key} is 'group': pdgan.groups={p.groups} must divide the width {width}")

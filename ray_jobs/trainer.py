@@ -40,6 +40,7 @@ from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
 from ray_jobs.config import Config
 from ray_jobs.families import FAMILIES
+from ray_jobs.families.base import learning_rate
 from ray_jobs.logging_tb import TrialLogger
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Trainer:
             if self.world > 1:
                 module = convert_sync_batchnorm(module)
             ema = copy.deepcopy(module) if net.ema else None  # a plain copy, before DeepSpeed wraps it
-            lr = getattr(cfg.optim, net.lr_key)
+            lr = learning_rate(cfg, net)
             self.engines[net.name], _, _, _ = deepspeed.initialize(
                 model=module, model_parameters=module.parameters(), config=deepspeed_config(cfg, lr, self.world)
             )
@@ -133,6 +134,7 @@ class Trainer:
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
         self._evaluator: Any = None
+        self._paired: Any = None  # the family's paired columns, beside an Inception objective
         self.logger = TrialLogger(self.run_dir / "tb") if self.rank == 0 else None
 
     # ----------------------------------------------------------------------------------------
@@ -171,12 +173,12 @@ class Trainer:
         self.cfg = cfg
         for net in self.family.nets:
             for group in self.engines[net.name].optimizer.param_groups:
-                group["lr"] = getattr(cfg.optim, net.lr_key)
+                group["lr"] = learning_rate(cfg, net)
         config_lib.write(cfg, self.run_dir / "config.yaml")
 
     def hparams(self) -> dict[str, Any]:
         """What TensorBoard's hparams view shows for this run."""
-        return self.family.hparams() | {net.lr_key: getattr(self.cfg.optim, net.lr_key) for net in self.family.nets}
+        return self.family.hparams() | {net.lr_key: learning_rate(self.cfg, net) for net in self.family.nets}
 
     def learning_rates(self) -> dict[str, float]:
         """The optimizers' current learning rates, by net name."""
@@ -265,8 +267,13 @@ class Trainer:
             reals.append(batch["image"])
         self._eval_inputs = {k: torch.cat([b[k] for b in inputs]) for k in inputs[0]}
         real01 = (torch.cat(reals) + 1) / 2
+        # The family's own columns (psnr and ssim for SR; l1, psnr and tv for inpainting), on the same outputs.
+        paired = (e.objective,) if e.objective in objectives.PAIRED_OBJECTIVES else ()
+        paired += self.family.paired_metrics
+        if paired:
+            self._paired = PairedEvaluator(real01, paired, crop_border=e.crop_border, y_only=e.y_channel)
         if e.objective in objectives.PAIRED_OBJECTIVES:
-            return PairedEvaluator(real01, e.objective, crop_border=e.crop_border, y_only=e.y_channel)
+            return self._paired
         # Everything that decides the evaluation images: the real statistics are cached on it.
         files = ""
         if d.source == "folder":  # names, sizes and mtimes: an edited photo invalidates the cache
@@ -308,7 +315,10 @@ class Trainer:
             inputs = {k: v[i : i + e.batch_size].to(self.device) for k, v in self._eval_inputs.items()}
             z = None if noise is None else noise[i : i + e.batch_size].to(self.device)
             fakes.append(((self.family.generate(self._eval_nets(), inputs, z).float() + 1) / 2).clamp(0, 1).cpu())
-        metrics = {k: float(v) for k, v in self._evaluator(torch.cat(fakes)).items()}
+        fakes = torch.cat(fakes)
+        metrics = {k: float(v) for k, v in self._evaluator(fakes).items()}
+        if self._paired is not None and self._paired is not self._evaluator:
+            metrics |= self._paired(fakes)
         if self.logger is not None:
             self.logger.scalars(metrics, self.step)
         return ddp.broadcast_object(metrics)

@@ -309,9 +309,10 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     if not resume and exp_dir.exists() and any(exp_dir.iterdir()):
         raise GantuneError(f"{exp_dir}: a search already exists; pass --resume to continue it, or change name")
 
+    own_cluster = ray_address is None and not ray.is_initialized()
     if ray_address is not None:
         ray.init(address=ray_address, log_to_driver=True, configure_logging=False)
-    elif not ray.is_initialized():
+    elif own_cluster:
         # A one-machine search: a local Ray cluster bound to loopback, nothing exposed.
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
                  log_to_driver=True, configure_logging=False, _node_ip_address="127.0.0.1")
@@ -353,6 +354,10 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     # own clean-up. Nothing runs now.
     for segments in exp_dir.glob("trial_*/segments"):
         shutil.rmtree(segments, ignore_errors=True)
+    if own_cluster:
+        # Stop this search's own cluster before the summary: its idle trial actors are then
+        # terminated here, not at interpreter exit, where their SIGTERM handlers print after it.
+        ray.shutdown()
     # Ctrl-C (or SIGUSR1) stops Tune gracefully: fit() returns, and the stopped trials look
     # TERMINATED. Only a trial function that returned marks its last result done. ASHA stops
     # trials on purpose, so there a TERMINATED trial counts as finished.

@@ -60,7 +60,7 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
         ("spade: {param_free_norm: sync}", "spade.param_free_norm must be one of"),
         ("model: {family: oasis, num_D: 3}", "model.num_D=3 has no effect: model.family 'oasis' does not use it"),
         ("model: {family: oasis}\noasis: {num_res_blocks: 6}\ndata: {size_px: 32}", "oasis.num_res_blocks=6 needs data.size_px a multiple of 2\\*\\*6"),
-        ("model: {family: gaugan}", "model.family must be one of \\['spade', 'oasis', 'cocosnet', .*'srresnet', 'cyclegan', 'ugatit'\\], got 'gaugan'"),
+        ("model: {family: gaugan}", "model.family must be one of \\['spade', 'oasis', 'cocosnet', .*'srresnet', 'cyclegan', 'ugatit', 'pdgan'\\], got 'gaugan'"),
         ("data: {n_train: 2}\noptim: {batch_size: 4}", "data.n_train=2 scenes are fewer than one batch"),
         # The exemplar families: their shared section, and the 64 px their G starts from.
         ("model: {family: cocosnet}\ndata: {size_px: 32}", "model.family cocosnet needs data.size_px a multiple of 32 and at least 64"),
@@ -69,11 +69,11 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
         ("model: {family: unite}\ndata: {size_px: 64}\nexemplar: {self_ref_prob: 1.5}", "exemplar.self_ref_prob must be in \\[0, 1\\]"),
         ("model: {family: cocosnet}\ndata: {size_px: 64}\nunite: {nef: 8}", "section 'unite' is for model.family unite, but model.family is 'cocosnet'"),
         # The objective and its direction.
-        ("eval: {objective: lpips}", "eval.objective must be one of \\['fid', 'kid', 'psnr', 'ssim'\\]"),
+        ("eval: {objective: lpips}", "eval.objective must be one of \\['fid', 'kid', 'psnr', 'ssim', 'l1'\\]"),
         ("eval: {objective: fid, mode: max}", "eval.mode='max' contradicts eval.objective='fid', which is better lower; leave eval.mode out or set 'min'"),
         ("eval: {objective: psnr, mode: min}", "eval.mode='min' contradicts eval.objective='psnr', which is better higher"),
         ("eval: {mode: best}", "eval.mode must be one of"),
-        ("eval: {y_channel: true}", "eval.y_channel=True has no effect: eval.objective is 'fid' \\(they shape psnr and ssim\\)"),
+        ("eval: {y_channel: true}", "eval.y_channel=True has no effect: eval.objective is 'fid' \\(they shape psnr, ssim and l1\\)"),
         ("eval: {objective: ssim, random_weights: true}", "eval.random_weights=True has no effect: eval.objective is 'ssim' \\(no Inception network\\)"),
         ("eval: {objective: psnr, crop_border: 16}\ndata: {size_px: 32}", "eval.crop_border must be >= 0 and leave pixels of data.size_px=32, got 16"),
     ],
@@ -91,6 +91,7 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
     ("eval: {objective: kid, mode: min}", "metric/kid", "min"),
     ("eval: {objective: kid, random_weights: true}", "metric/kd_random_inception", "min"),
     ("eval: {objective: psnr, y_channel: true, crop_border: 4}", "metric/psnr_y", "max"),
+    ("eval: {objective: l1}", "metric/l1", "min"),
     ("eval: {objective: ssim, mode: max}", "metric/ssim", "max"),
 ])
 def test_the_objective_and_its_mode_come_from_the_eval_config(tmp_path: Path, text: str, key: str, mode: str) -> None:

@@ -22,8 +22,10 @@ def test_a_family_declares_its_nets_and_phases(name: str) -> None:
     family = FAMILIES[name]
     nets = [net.name for net in family.nets]
     assert len(set(nets)) == len(nets), "net names are engine names and checkpoint tags: unique"
-    optim_keys = {f.name for f in dataclasses.fields(C.OptimConfig)}
-    assert all(net.lr_key in optim_keys for net in family.nets)
+    # Every learning rate is a key of the config: optim's, or the family's own section's.
+    lr_keys = {f"optim.{f.name}" for f in dataclasses.fields(C.OptimConfig)} | {
+        f"{name}.{f.name}" for f in dataclasses.fields(getattr(C.Config(), name))}
+    assert all(net.lr_key in lr_keys or f"optim.{net.lr_key}" in lr_keys for net in family.nets)
     # Its smoke config is a valid config of this family; its phases may depend on the config.
     cfg = C.with_values(C.Config(), {"model.family": name, "loss.random_backbones": True, **family.smoke_overrides})
     assert cfg.model.family == name
@@ -46,6 +48,10 @@ ROWS = {
     "rdn": {"model.family": "rdn", "sr.blurpool": True},
     "cyclegan": {"model.family": "cyclegan", "cyclegan.pool_size": 1},
     "ugatit": {"model.family": "ugatit", "ugatit.scse": True, "ugatit.upsample": "deconv", "optim.weight_decay": 1e-4},
+    # Inpainting at 128 px (G's six 2x stages): the coarse net's stage for one step, then D and G;
+    # the log's SimAM, GroupNorm and MS-SSIM+L1.
+    "pdgan": {"model.family": "pdgan", "pdgan.attention": "simam", "pdgan.norm": "group", "pdgan.groups": 2,
+              "pdgan.lambda_msssim_l1": 1.0},
     "srresnet": {"model.family": "srresnet", "sr.scale": 2, "sr.lambda_edge": 1.0, "eval.objective": "psnr",
                  "eval.y_channel": True, "eval.crop_border": 2, "eval.random_weights": False, "eval.dims": 2048,
                  "eval.cache_dir": ""},

@@ -67,12 +67,12 @@ def test_y_channel_and_crop_border_score_what_they_select() -> None:
 def test_paired_evaluator_reports_the_mean_under_its_name() -> None:
     real = eight_bit(4)
     fake = eight_bit(5)
-    result = PairedEvaluator(real, "psnr", crop_border=2, y_only=True)(fake)
+    result = PairedEvaluator(real, ("psnr",), crop_border=2, y_only=True)(fake)
     assert list(result) == ["metric/psnr_y"]
     assert result["metric/psnr_y"] == pytest.approx(float(psnr(fake, real, crop_border=2, y_only=True).mean()))
-    assert PairedEvaluator(real, "ssim")(real) == {"metric/ssim": pytest.approx(1.0)}
+    assert PairedEvaluator(real, ("ssim",))(real) == {"metric/ssim": pytest.approx(1.0)}
     with pytest.raises(GantuneError, match="differ in shape"):
-        PairedEvaluator(real, "ssim")(fake[:2])
+        PairedEvaluator(real, ("ssim",))(fake[:2])
     with pytest.raises(GantuneError, match="at least 11x11"):
         ssim(fake, real, crop_border=11)
 
@@ -109,3 +109,22 @@ def test_kid_statistic_is_kid_of_the_features_and_is_cached(tmp_path: Path) -> N
     assert again(fake)["metric/kd_injected_features"] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(GantuneError, match="'fid' or 'kid'"):
         FidEvaluator(real, dataset_key=None, feature_net=net, statistic="is")
+
+
+def test_l1_and_tv_against_hand_computed_values() -> None:
+    from metrics.paired import l1, tv
+
+    real = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    fake = real.clone()
+    fake[..., :2, :] = 51 / 255  # the top half off by 51 levels
+    assert l1(fake, real).item() == pytest.approx(0.5 * 51 / 255)
+    # A vertical step of height 1 between rows 1 and 2: 4 of the 24 neighbour pairs differ by 1.
+    step = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
+    step[..., 2:, :] = 1.0
+    assert tv(step).item() == pytest.approx(2 * 4 / 24)
+    assert tv(real).item() == 0.0
+    scores = PairedEvaluator(real, ("l1", "tv"))(fake)
+    assert scores == {"metric/l1": pytest.approx(0.1), "metric/tv": pytest.approx(2 * 4 * 0.2 / 24),
+                      "metric/tv_real": 0.0}
+    with pytest.raises(GantuneError, match="expected metrics from"):
+        PairedEvaluator(real, ("lpips",))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ray_jobs.families.base import Batch, Family, Net, Phase
 from ray_jobs.families.exemplar import Cocosnet2Family, CocosnetFamily, UniteFamily
+from ray_jobs.families.inpaint import PdganFamily
 from ray_jobs.families.oasis import OasisFamily
 from ray_jobs.families.spade import SpadeFamily
 from ray_jobs.families.sr import EsrganFamily, RdnFamily, SrresnetFamily
@@ -23,6 +24,7 @@ FAMILIES: dict[str, type[Family]] = {
     "srresnet": SrresnetFamily,
     "cyclegan": CycleganFamily,
     "ugatit": UgatitFamily,
+    "pdgan": PdganFamily,
 }
 
 __all__ = ["FAMILIES", "Batch", "Family", "Net", "Phase"]

@@ -28,8 +28,14 @@ class Net:
     """One network with its own DeepSpeed engine and optimizer."""
 
     name: str  # engine name, checkpoint tag, `loss/<phase>/...` prefix: G, D (train.d_ratio's D)
-    lr_key: str  # the optim key of its learning rate: lr_G
+    lr_key: str  # its learning rate's key: an optim key (lr_G), or section.key of the family's own (pdgan.lr_prior)
     ema: bool = False  # keeps an exponential moving average (evaluation and grids use it)
+
+
+def learning_rate(cfg: Config, net: Net) -> float:
+    """The configured learning rate of `net`."""
+    section, _, key = net.lr_key.rpartition(".")
+    return getattr(getattr(cfg, section or "optim"), key)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Family(Protocol):
     nets: ClassVar[tuple[Net, ...]]
     phases: tuple[Phase, ...]  # a class constant, or set from the config (stages)
     smoke_overrides: ClassVar[dict[str, Any]]  # `--smoke`: the smallest config with every part
+    # Scores of G_ema's outputs against the real, reported beside the objective (metrics/paired.py).
+    paired_metrics: ClassVar[tuple[str, ...]]
 
     def __init__(self, cfg: Config) -> None: ...
 

@@ -43,6 +43,7 @@ _SMOKE = {"data.size_px": 64, "model.ngf": 4, "model.ndf": 8, "model.num_D": 1, 
 
 class ExemplarFamily:
     nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True), Net("D", "lr_D"))
+    paired_metrics: ClassVar[tuple[str, ...]] = ()
     phases: ClassVar[tuple[Phase, ...]] = (Phase("G", "G"), Phase("D", "D"))
     smoke_overrides: ClassVar[dict[str, Any]] = _SMOKE
     section: ClassVar[str]  # the family's config section: its loss weights

@@ -24,6 +24,7 @@ from ray_jobs.families.extras import build_extras, build_vgg, extra_terms, weigh
 
 class OasisFamily:
     nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True), Net("D", "lr_D"))
+    paired_metrics: ClassVar[tuple[str, ...]] = ()
     phases: ClassVar[tuple[Phase, ...]] = (Phase("D", "D"), Phase("G", "G"))
     # `--smoke`: two blocks at 32 px, the narrowest widths.
     smoke_overrides: ClassVar[dict[str, Any]] = {"model.ngf": 4, "model.ndf": 4, "oasis.num_res_blocks": 2,

@@ -62,6 +62,7 @@ class SpadeFamily:
 
     nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True), Net("D", "lr_D"))
     phases: ClassVar[tuple[Phase, ...]] = (Phase("D", "D"), Phase("G", "G"))
+    paired_metrics: ClassVar[tuple[str, ...]] = ()
     # `--smoke`: the smallest SPADE that still has every part (one D scale of two layers).
     smoke_overrides: ClassVar[dict[str, Any]] = {"model.ngf": 4, "model.ndf": 8, "model.num_D": 1, "model.n_layers_D": 2}
 

@@ -39,6 +39,7 @@ def _to01(x: torch.Tensor) -> torch.Tensor:
 class SRFamily:
     nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True),)
     phases: tuple[Phase, ...] = (Phase("G", "G"),)
+    paired_metrics: ClassVar[tuple[str, ...]] = ("psnr", "ssim")
     smoke_overrides: ClassVar[dict[str, Any]]
 
     def __init__(self, cfg: Config) -> None:

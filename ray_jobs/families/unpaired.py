@@ -6,7 +6,9 @@
   pool.
 - `ugatit` (Kim et al. 2020) as znxlwm/UGATIT-pytorch's `UGATIT.train`: the D phase first on
   fresh fakes (LSGAN on the patch and CAM logits of a global and a local D per domain), then the
-  G phase (adversarial, cycle, identity and CAM terms), then rho clipped into [0, 1].
+  G phase (adversarial, cycle, identity and CAM terms), then rho clipped into [0, 1]. Two of the
+  U-GAT-IT log's tricks are switches, off by default: histogram matching of each generator's input
+  photos to the other domain (ugatit.hist_match) and CartoonGAN's blur term for D (ugatit.blur_weight).
 
 In both, G is both generators (one optimizer, as the reference's G_A + G_B) and D every
 discriminator (one optimizer).
@@ -48,6 +50,7 @@ class UnpairedFamily:
     """What the unpaired families share: their data, evaluation inputs (A) and extras."""
 
     nets: ClassVar[tuple[Net, ...]] = (Net("G", "lr_G", ema=True), Net("D", "lr_D"))
+    paired_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -141,6 +144,28 @@ class UgatitFamily(UnpairedFamily):
                                                  "ugatit.n_blocks": 1, "ugatit.n_layers_global": 5,
                                                  "ugatit.n_layers_local": 4}
 
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        # This step's generator inputs (batch A, batch B, A fed to G_A->B, B fed to G_B->A): the D and
+        # G phases of one step share one histogram-matching draw. Keyed by the batch's tensors.
+        self._fed: tuple[torch.Tensor, ...] = ()
+        # The draws have a generator of their own: the global one picks the training B photos and
+        # flips, which must not move when the switch is on. Restarts with the family (resume, exploit).
+        self._coin = torch.Generator().manual_seed(cfg.train.seed)
+
+    def _generator_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The photos translated this step: A and B as they came, or (ugatit.hist_match) matched to
+        the other domain's batch with probability hist_match_prob, one draw per step."""
+        from data.histmatch import match_domains
+
+        real_A, real_B = batch["A"], batch["B"]
+        if not (self._fed and self._fed[0] is real_A and self._fed[1] is real_B):
+            u = self.cfg.ugatit
+            self._fed = (real_A, real_B,
+                         *match_domains(real_A, real_B, u.hist_match, u.hist_match_prob, u.hist_match_ratio,
+                                        self._coin))
+        return self._fed[2], self._fed[3]
+
     def build(self, net: str) -> nn.Module:
         from models.cyclegan import DiscriminatorPair, GeneratorPair
         from models.ugatit import GlobalLocalDiscriminator, UGATITGenerator
@@ -153,28 +178,37 @@ class UgatitFamily(UnpairedFamily):
                                                             n_layers_local=u.n_layers_local) for _ in range(2)))
 
     def loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Batch) -> tuple[torch.Tensor | None, dict[str, float]]:
-        from losses.ugatit import ugatit_d_loss, ugatit_g_losses
+        from losses.ugatit import blur_images, ugatit_blur_d_loss, ugatit_d_loss, ugatit_g_losses
 
         G, D, u = nets["G"], nets["D"], self.cfg.ugatit
         real_A, real_B = batch["A"], batch["B"]
+        # What each generator translates: its source photos, histogram-matched when that is on. The
+        # Ds' reals and the identity passes keep the photos as they came.
+        src_A, src_B = self._generator_inputs(batch)
         if phase == "D":
             with torch.no_grad():
-                fake_A, fake_B = G(real_B, "A")[0], G(real_A, "B")[0]
+                fake_A, fake_B = G(src_B, "A")[0], G(src_A, "B")[0]
             terms = {f"D_{domain}": (u.adv_weight, ugatit_d_loss(D(real, domain), D(fake, domain)))
                      for domain, real, fake in (("A", real_A, fake_A), ("B", real_B, fake_B))}
+            if u.blur_weight > 0:  # CartoonGAN: blurred reals of the domain are fakes to its Ds
+                terms |= {f"blur_{domain}": (u.blur_weight, ugatit_blur_d_loss(D(blur_images(real, u.blur_sigma),
+                                                                                  domain)))
+                          for domain, real in (("A", real_A), ("B", real_B))}
             return weighted_sum(terms, phase)
-        fake_A2B, cam_A2B, _ = G(real_A, "B")
-        fake_B2A, cam_B2A, _ = G(real_B, "A")
+        fake_A2B, cam_A2B, _ = G(src_A, "B")
+        fake_B2A, cam_B2A, _ = G(src_B, "A")
         rec_A, rec_B = G(fake_A2B, "A")[0], G(fake_B2A, "B")[0]
         idt_A, cam_A2A, _ = G(real_A, "A")
         idt_B, cam_B2B, _ = G(real_B, "B")
         weights = {"adv": u.adv_weight, "cycle": u.cycle_weight, "identity": u.identity_weight, "cam": u.cam_weight}
         terms = {}
         # Unweighted per domain X: X's Ds on the fakes translated into X, the CAM of the
-        # generator into X on the other domain's photos (1) and on X's own (0).
-        for domain, parts in (("A", (D(fake_B2A, "A"), cam_B2A, cam_A2A, real_A, rec_A, idt_A)),
-                              ("B", (D(fake_A2B, "B"), cam_A2B, cam_B2B, real_B, rec_B, idt_B))):
-            unweighted = ugatit_g_losses(*parts, adv_weight=1.0, cycle_weight=1.0, identity_weight=1.0, cam_weight=1.0)
+        # generator into X on the other domain's photos (1) and on X's own (0). The cycle returns
+        # to what was translated, the identity to X's photos.
+        for domain, parts, fed in (("A", (D(fake_B2A, "A"), cam_B2A, cam_A2A, real_A, rec_A, idt_A), src_A),
+                                   ("B", (D(fake_A2B, "B"), cam_A2B, cam_B2B, real_B, rec_B, idt_B), src_B)):
+            unweighted = ugatit_g_losses(*parts, adv_weight=1.0, cycle_weight=1.0, identity_weight=1.0, cam_weight=1.0,
+                                         cycle_real=fed)
             terms |= {f"{k}_{domain}": (weights[k], t) for k, t in unweighted.items()}
         return weighted_sum(terms | extra_terms(self.extras, self.cfg, fake_A2B, real_B), phase)
 
@@ -205,4 +239,7 @@ class UgatitFamily(UnpairedFamily):
     def hparams(self) -> dict[str, Any]:
         lo, u = self.cfg.loss, self.cfg.ugatit
         return {"adv_weight": u.adv_weight, "cycle_weight": u.cycle_weight, "identity_weight": u.identity_weight,
-                "cam_weight": u.cam_weight, **{k: getattr(lo, k) for k in ("lambda_cx", "lambda_dists", "lambda_ffl")}}
+                "cam_weight": u.cam_weight, "blur_weight": u.blur_weight, "blur_sigma": u.blur_sigma,
+                "hist_match": u.hist_match, "hist_match_prob": u.hist_match_prob,
+                "hist_match_ratio": u.hist_match_ratio,
+                **{k: getattr(lo, k) for k in ("lambda_cx", "lambda_dists", "lambda_ffl")}}
