@@ -4,8 +4,8 @@
         [--steps 20] [--rounds 2] [--set optim.zero_stage=1 ...]
     .venv/bin/python benchmarks/step_bench.py --family all   # or --family oasis --family unite
 
-With --family, each family at a fixed tiny config (its smoke widths, 64 px, batch 4): one row of
-G+D training images/s per family.
+With --family, each family at a fixed tiny config (its smoke widths, 64 px or the smallest it
+allows, batch 4): one row of training images/s per family, in its main stage.
 
 Both loops run the family's phases (for SPADE: D on real and detached fake, then G against a
 frozen D) and losses on the same pre-rendered batches, alternating A/B rounds in one process so
@@ -32,10 +32,14 @@ from ray_jobs.families.base import learning_rate  # noqa: E402
 from ray_jobs.distributed import init_distributed  # noqa: E402
 from ray_jobs.trainer import deepspeed_config  # noqa: E402
 
+# A step past every pre-training stage (ESRGAN's PSNR stage, PD-GAN's coarse net), divisible by
+# every phase's `every`: the phases the bench times are the family's main training.
+MAIN_STAGE = 2**20
+
 
 def plain_step(family: Family, nets: dict, opts: dict, batch) -> None:  # type: ignore[no-untyped-def,type-arg]
     """The family's phases with plain torch Adam, the way the trainer runs them."""
-    for phase in (p for p in family.phases if p.active(0)):  # the stages the first step runs
+    for phase in (p for p in family.phases if p.active(MAIN_STAGE)):  # past any pre-training stage
         for name, net in nets.items():
             net.requires_grad_(name == phase.net)
         loss, _ = family.loss(phase.name, nets, batch)
@@ -51,7 +55,7 @@ def plain_step(family: Family, nets: dict, opts: dict, batch) -> None:  # type: 
 def engine_step(family: Family, engines: dict, batch) -> None:  # type: ignore[no-untyped-def,type-arg]
     """The same phases through DeepSpeed engines (other nets frozen, through their modules)."""
     modules = {name: engine.module for name, engine in engines.items()}
-    for phase in (p for p in family.phases if p.active(0)):
+    for phase in (p for p in family.phases if p.active(MAIN_STAGE)):
         for name, module in modules.items():
             module.requires_grad_(name == phase.net)
         loss, _ = family.loss(phase.name, {**modules, phase.net: engines[phase.net]}, batch)
@@ -109,10 +113,11 @@ def bench(cfg: config_lib.Config, steps: int, rounds: int) -> tuple[list[float],
 
 
 def tiny_config(family: str) -> config_lib.Config:
-    """`--family`: the family at its smoke widths, 64 px, batch 4, random backbones."""
+    """`--family`: the family at its smoke widths, 64 px (or the smallest its smoke config
+    allows: PD-GAN's 128), batch 4, random backbones."""
     return config_lib.with_values(config_lib.Config(), {
-        "model.family": family, **FAMILIES[family].smoke_overrides,
-        "data.size_px": 64, "data.n_train": 16, "optim.batch_size": 4, "loss.random_backbones": True,
+        "model.family": family, "data.size_px": 64, **FAMILIES[family].smoke_overrides,
+        "data.n_train": 16, "optim.batch_size": 4, "loss.random_backbones": True,
     }, f"--family {family}")
 
 
@@ -135,7 +140,8 @@ def main() -> None:
             cfg = config_lib.with_values(tiny_config(name), config_lib.parse_set(args.set))
             plain, ds = bench(cfg, args.steps, args.rounds)
             p, d = statistics.median(plain), statistics.median(ds)
-            print(f"{name:10s} {p:12.2f} {d:16.2f} {p / d:6.3f}", flush=True)
+            size = "" if cfg.data.size_px == 64 else f"   ({cfg.data.size_px} px)"
+            print(f"{name:10s} {p:12.2f} {d:16.2f} {p / d:6.3f}{size}", flush=True)
         return
     cfg = config_lib.load(args.config, config_lib.parse_set(args.set))
     plain, ds = bench(cfg, args.steps, args.rounds)

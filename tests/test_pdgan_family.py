@@ -109,3 +109,35 @@ def test_bad_pdgan_values_are_refused_in_one_line(tmp_path: Path, values: dict, 
     with pytest.raises(GantuneError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         smoke_cfg(tmp_path, **values)
     assert "\n" not in str(e.value)
+
+
+def g_gradient(cfg: C.Config) -> torch.Tensor:
+    """G's gradient of one G phase on a fixed batch, from fixed weights and noises."""
+    torch.manual_seed(0)
+    family = PdganFamily(cfg)
+    nets = {name: family.build(name) for name in ("G", "D", "C")}
+    _, evals = family.datasets()
+    batch = {k: torch.stack([evals[i][k] for i in range(2)]) for k in ("image", "mask")}
+    torch.manual_seed(1)
+    loss, logs = family.loss("G", nets, batch)
+    assert loss is not None and math.isfinite(loss.item())
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in nets["G"].parameters() if p.grad is not None])
+
+
+@pytest.fixture(scope="module")
+def base_gradient(tmp_path_factory: pytest.TempPathFactory) -> torch.Tensor:
+    tmp = tmp_path_factory.mktemp("base")
+    base = g_gradient(smoke_cfg(tmp))
+    assert torch.equal(base, g_gradient(smoke_cfg(tmp))), "the same config steps alike"
+    return base
+
+
+@pytest.mark.parametrize("switch", [{"pdgan.attention": "simam"}, {"pdgan.norm": "group", "pdgan.groups": 2},
+                                    {"pdgan.lambda_msssim_l1": 1.0}])
+def test_each_of_the_logs_switches_changes_the_generator_step(tmp_path: Path, switch: dict,
+                                                              base_gradient: torch.Tensor) -> None:
+    base = base_gradient
+    changed = g_gradient(smoke_cfg(tmp_path, **switch))
+    assert changed.shape == base.shape and torch.isfinite(changed).all()
+    assert not torch.allclose(changed, base)
