@@ -82,7 +82,8 @@ class PConvLoss(nn.Module):
 
     def __init__(self, *, random_weights: bool = False, weights_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
-        self.vgg = VGGFeatures("vgg16", [*PCONV_PERCEPTUAL, *PCONV_STYLE], random_weights=random_weights, weights_dir=weights_dir)
+        self.vgg = VGGFeatures("vgg16", [*PCONV_PERCEPTUAL, *PCONV_STYLE], random_weights=random_weights,
+                               weights_dir=weights_dir)
 
     def forward(self, out: torch.Tensor, real: torch.Tensor, hole: torch.Tensor) -> dict[str, torch.Tensor]:
         """out: the coarse net's whole image; real: the ground truth; hole (N, 1, H, W), 1 = hole."""

@@ -5,10 +5,14 @@ A checkpoint is one folder that every rank writes into:
     <tag>/              each DeepSpeed engine's own checkpoint (DeepSpeed's layout), one per net
     trainer_state.pt    the rest of the state (EMA copies such as G_ema, step, config, lineage,
                         each rank's RNG)
-    COMPLETE            written last, JSON: step, trial_id, lineage, world size
+    COMPLETE            written last, JSON: step, trial_id, lineage, world size, and the size
+                        of every other file in the folder
 
 It is built in a temp folder next to its final place and renamed there, so a folder with the
-marker is whole, and one without it is a torn write that is refused.
+marker is whole, and one without it, or with a file missing or of another size than the marker
+says (a torn copy), is refused. Replacing a checkpoint moves the old one aside first (renamed,
+atomic), renames the new one in, and only then deletes the old: at every moment one complete
+checkpoint is on disk, and `usable` finds it.
 
 Engines are saved at one world size and may be loaded at another. ZeRO-1 and -2 partition the
 optimizer state by rank, and DeepSpeed refuses to load partitions written by another number of
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -35,6 +40,8 @@ import torch
 
 from gantune.errors import GantuneError
 from ray_jobs import distributed as ddp
+
+log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.pt"
@@ -57,13 +64,26 @@ def save(ckpt_dir: Path, engines: dict[str, Any], state: dict[str, Any], meta: d
     ddp.barrier()
     if rank == 0:
         torch.save(state, tmp / STATE_FILE)
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         # Written last; what it says is what callers read without loading the weights.
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(meta) + "\n")
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
+        _write_synced(tmp / COMPLETE_MARKER, json.dumps({**meta, "files": files}) + "\n")
+        if ckpt_dir.exists():  # aside, not deleted: a complete checkpoint stays on disk throughout
+            old = ckpt_dir.parent / f".{ckpt_dir.name}.old-{os.getpid()}"
+            os.replace(ckpt_dir, old)
         os.replace(tmp, ckpt_dir)
+        # The old one, and what saves killed earlier left: torn temp folders, copies set aside.
+        for pattern in (f".{ckpt_dir.name}.old-*", f".{ckpt_dir.name}.tmp-*"):
+            for stale in ckpt_dir.parent.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
     ddp.barrier()
     return ckpt_dir
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_meta(ckpt_dir: Path) -> dict[str, Any]:
@@ -77,11 +97,47 @@ def read_meta(ckpt_dir: Path) -> dict[str, Any]:
         raise GantuneError(f"{marker}: not a gantune checkpoint marker (written by an older version?)") from None
 
 
+def verify(ckpt_dir: Path) -> dict[str, Any]:
+    """The marker of a checkpoint whose every file is there at the size it was written; a torn
+    write or copy is refused."""
+    meta = read_meta(ckpt_dir)
+    for name, size in meta.get("files", {}).items():
+        path = Path(ckpt_dir) / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise GantuneError(f"{ckpt_dir}: torn checkpoint ({name} is "
+                               f"{'missing' if not path.is_file() else f'{path.stat().st_size} bytes, not {size}'})")
+    return meta
+
+
+def usable(ckpt_dir: Path) -> Path:
+    """ckpt_dir if it is complete; else, with a warning, the newest complete one that can stand
+    in for it: the copy a replacing save moved aside, or an earlier `checkpoint_*` of the same
+    trial (Tune's copies). Raises when there is none."""
+    ckpt_dir = Path(ckpt_dir)
+    try:
+        verify(ckpt_dir)
+        return ckpt_dir
+    except GantuneError as e:
+        problem = str(e)
+    parent = ckpt_dir.parent
+    aside = sorted(parent.glob(f".{ckpt_dir.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    earlier = (sorted((p for p in parent.glob("checkpoint_*") if p.name < ckpt_dir.name), reverse=True)
+               if ckpt_dir.name.startswith("checkpoint_") else [])
+    for candidate in (*aside, *earlier):
+        try:
+            verify(candidate)
+        except GantuneError:
+            continue
+        log.warning("%s; using %s instead", problem, candidate)
+        return candidate
+    raise GantuneError(f"{problem}, and no earlier complete checkpoint beside it")
+
+
 def read_state(ckpt_dir: Path, tags: list[str]) -> dict[str, Any]:
     """The saved state of a complete checkpoint that has every engine in `tags`. A folder
     without its marker (a torn write) or with missing parts is refused, never a fresh start."""
     ckpt_dir = Path(ckpt_dir)
-    read_meta(ckpt_dir)
+    verify(ckpt_dir)
     for part in (*tags, STATE_FILE):
         if not (ckpt_dir / part).exists():
             raise GantuneError(f"{ckpt_dir}: checkpoint is missing {part}")

@@ -277,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     except GantuneError as e:
         print(f"gantune: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # permission, a missing parent, a full disk: the path and the reason
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "?"
+        print(f"gantune: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("gantune: interrupted", file=sys.stderr)
         return 130

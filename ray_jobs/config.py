@@ -18,7 +18,7 @@ import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -114,6 +114,17 @@ def no_effect(cfg: Config, key: str) -> str | None:
     return family_no_effect(cfg, key)
 
 
+def shape_keys(flat: Mapping[str, Any]) -> list[str]:
+    """The keys of a flat config that shape the nets and the data they take: the model section,
+    the image size, the labels, the SR scale and the family's whole-number, boolean and named
+    choices. The family's floats are loss weights and thresholds, which PBT may move and an
+    exploit may bring from another trial."""
+    family = flat["model.family"]
+    return [k for k, v in flat.items()
+            if k.startswith("model.") or k in ("data.size_px", "data.num_classes", "sr.scale")
+            or (k.startswith(f"{family}.") and not isinstance(v, float))]
+
+
 def _defaults() -> dict[str, Any]:
     return {f"{sec}.{k}": v for sec, values in dataclasses.asdict(Config()).items() for k, v in values.items()}
 
@@ -199,11 +210,13 @@ def validate(cfg: Config, where: str = "config") -> None:
     positive = ["data.size_px", "data.num_classes", "data.n_train", "data.n_eval",
                 "model.ngf", "model.ndf", "model.num_D", "model.n_layers_D",
                 "optim.lr_G", "optim.lr_D", "optim.adam_eps", "optim.batch_size", "train.steps",
-                "train.log_every", "train.image_every", "eval.every", "eval.batch_size",
+                "train.log_every", "train.image_every", "train.skip_limit", "eval.every", "eval.batch_size",
                 "loss.cx_h", *FAMILY_POSITIVE]
     for key in (k for k in positive if k in flat):
         if not flat[key] > 0:
             raise GantuneError(f"{where}: {key} must be > 0, got {flat[key]}")
+    if cfg.train.rollback_limit < 0:
+        raise GantuneError(f"{where}: train.rollback_limit must be >= 0, got {cfg.train.rollback_limit}")
     if not (0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1):
         raise GantuneError(f"{where}: optim.beta1 and optim.beta2 must be in [0, 1)")
     if cfg.optim.zero_stage not in _ZERO_STAGES:
@@ -232,6 +245,8 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise GantuneError(f"{where}: {problem}")
     if cfg.data.source == "folder" and not cfg.data.root:
         raise GantuneError(f"{where}: data.root is required when data.source is 'folder'")
+    if cfg.data.source == "folder" and not Path(cfg.data.root).is_dir():
+        raise GantuneError(f"{where}: data.root={cfg.data.root!r} is not a folder (data.source is 'folder')")
     if cfg.data.source == "scenes" and cfg.data.n_train < cfg.optim.batch_size:
         raise GantuneError(f"{where}: data.n_train={cfg.data.n_train} scenes are fewer than one batch "
                            f"(optim.batch_size={cfg.optim.batch_size})")

@@ -69,6 +69,11 @@ class TrainConfig:
     # D updates per G update: 2 runs D's phases twice a step (on the same batch), 0.5 every
     # second step. An integer or the inverse of one.
     d_ratio: float = 1.0
+    # Non-finite steps: one whose loss or gradient is NaN or inf is skipped; after skip_limit
+    # in a row the trial rolls back to its last checkpoint with halved learning rates; after
+    # rollback_limit rollbacks it gives up and reports the worst score (PBT replaces it).
+    skip_limit: int = 10
+    rollback_limit: int = 3
 
     @property
     def d_schedule(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ trial's own stale checkpoint instead of the one PBT cloned in.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -46,14 +47,21 @@ class TrialResources:
 def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
     """Train `steps`, score G_ema, and the metrics a report carries (without the checkpoint).
 
-    Never NaN: a diverged trial reports `trainer.diverged_score` (PBT's quantiles would sort NaN as good).
-    Every report carries the exploit keys: Tune's progress.csv keeps the first report's columns.
+    Never NaN nor inf (PBT's quantiles would sort NaN as good): a trial that gave up (trainer.py's
+    non-finite steps) reports `trainer.diverged_score` with `diverged_reason`, and so does a
+    non-finite score. Every report carries the exploit and divergence keys: Tune's progress.csv
+    keeps the first report's columns.
     """
     t0 = time.perf_counter()
     logs = trainer.train(steps)
     t1 = time.perf_counter()
     diverged = bool(logs.get("diverged"))
+    reason = trainer.gave_up or ""
     metrics = {trainer.objective_name: trainer.diverged_score} if diverged else trainer.evaluate()
+    if not all(math.isfinite(v) for v in metrics.values()):
+        reason = f"non-finite {', '.join(k for k, v in metrics.items() if not math.isfinite(v))} at step {trainer.step}"
+        metrics = {k: (v if math.isfinite(v) else trainer.diverged_score) for k, v in metrics.items()}
+        metrics[trainer.objective_name] = trainer.diverged_score
     t2 = time.perf_counter()
     restored = trainer.restored_from or {"from_trial": "", "step": -1}
     trainer.restored_from = None  # said once, in the first report after the exploit
@@ -61,7 +69,10 @@ def interval_report(trainer: Any, steps: int) -> dict[str, Any]:
         **metrics,
         "step": trainer.step,
         "lineage_depth": len(trainer.lineage),  # donors the weights came through
-        "diverged": int(diverged),
+        "diverged": int(diverged),  # for good: it trains no more
+        "diverged_reason": reason,
+        "train/skipped_steps": trainer.skipped_steps,
+        "train/rollbacks": trainer.rollbacks,
         "hosts": ",".join(trainer.hosts),
         **{k: v for k, v in logs.items() if k.startswith("loss/")},
         "exploit/from_trial": restored["from_trial"],
@@ -84,16 +95,19 @@ def segment_worker(loop_config: dict[str, Any]) -> None:
     t1 = time.perf_counter()
     if loop_config["resume_from"]:
         trainer.load(Path(loop_config["resume_from"]))
+        trainer.rollback_to = Path(loop_config["resume_from"])
+    trainer.keep_rollback_point(Path(loop_config["staging_dir"]) / "start")  # the first segment's
     t2 = time.perf_counter()
     report = interval_report(trainer, min(cfg.eval.every, cfg.train.steps - trainer.step))
     t3 = time.perf_counter()
-    ckpt = trainer.save(Path(loop_config["staging_dir"]) / "ckpt")
+    # A trial that gave up saves nothing: its last good checkpoint stays the one to clone.
+    ckpt = None if report["diverged"] else trainer.save(Path(loop_config["staging_dir"]) / "ckpt")
     # Where a segment's time goes besides training (benchmarks/segment_overhead.py).
     report |= {"time/init_s": t1 - t0, "time/load_s": t2 - t1, "time/save_s": time.perf_counter() - t3}
     if trainer.logger is not None:
         trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: report[trainer.objective_name]})
     trainer.close()
-    checkpoint = ray.train.Checkpoint.from_directory(str(ckpt)) if trainer.rank == 0 else None
+    checkpoint = ray.train.Checkpoint.from_directory(str(ckpt)) if trainer.rank == 0 and ckpt is not None else None
     ray.train.report(report, checkpoint=checkpoint)
 
 
@@ -128,6 +142,8 @@ def run_segment(config: dict[str, Any], resources: TrialResources, trial_dir: Pa
 
 def drop_segment(checkpoint: Any) -> None:
     """Once Tune holds its copy, the segment's own run folder (Train's copy) goes."""
+    if checkpoint is None:
+        return
     run_dir = Path(checkpoint.path).parent
     if run_dir.parent.name == "segments":
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 Per trial: sampled config, objective history, best value, steps, its PBT exploits (Ray's
 pbt_policy files), the lineage of its final weights (recorded by the trainer in every checkpoint:
-each donor it continued from), the hosts its workers ran on, and the path of its best checkpoint.
+each donor it continued from), the hosts its workers ran on, the path of its best checkpoint,
+and its non-finite steps: skipped, rolled back, and why it gave up, if it did.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def _reports(trial_dir: Path) -> list[dict[str, str]]:
 
 
 def _scalar(text: str | None) -> Any:
-    """A CSV cell back to a number where it is one (choice domains may hold strings)."""
+    """A CSV cell back to a number where it is one (choice domains may hold strings, "" too)."""
     if text is None or text == "":
-        return None
+        return text
     try:
         return float(text)
     except ValueError:
@@ -75,7 +76,9 @@ def write_summary(
             {"step": int(r["step"]), "value": float(r[objective]),
              "config": {k: _scalar(r.get(f"hp/{k}")) for k in searched},
              **({"restored_from": r["exploit/from_trial"], "restored_step": int(float(r["exploit/from_step"]))}
-                if r.get("exploit/from_trial") else {})}
+                if r.get("exploit/from_trial") else {}),
+             # Why this value is the sentinel: the trial gave up, or its score was not finite.
+             **({"reason": r["diverged_reason"]} if r.get("diverged_reason") else {})}
             for r in reports
             if r.get(objective) and r.get("step")
         ]
@@ -102,6 +105,11 @@ def write_summary(
                 "lineage": _lineage(result.checkpoint),
                 "best_checkpoint": best_ckpt,
                 "error": str(result.error).splitlines()[0] if result.error else None,
+                # Non-finite training (trainer.py): steps skipped, rollbacks, and why it gave up.
+                "skipped_steps": int(_scalar(reports[-1].get("train/skipped_steps")) or 0) if reports else 0,
+                "rollbacks": int(_scalar(reports[-1].get("train/rollbacks")) or 0) if reports else 0,
+                "gave_up": (reports[-1].get("diverged_reason") or None)
+                if reports and _scalar(reports[-1].get("diverged")) else None,
             }
         )
     finished = [t for t in trials if t["best"] is not None and math.isfinite(t["best"])]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from gantune.errors import GantuneError
+from ray_jobs import checkpoint
 from ray_jobs.config import Config
 from ray_jobs.trainer import Trainer
 
@@ -21,17 +22,17 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
         raise GantuneError(f"{run_dir}: holds a run already; pass --resume to continue it or choose another --run-dir")
     trainer = Trainer(cfg, run_dir)
     if resume:
-        if not ckpt.exists():
-            raise GantuneError(f"{ckpt}: no checkpoint to resume from")
-        trainer.load(ckpt)
+        found = checkpoint.usable(ckpt)  # a save cut short: the copy it set aside
+        trainer.load(found)
+        trainer.rollback_to = found
+    # Non-finite steps roll back to the latest checkpoint, or to the start.
+    trainer.keep_rollback_point(run_dir / "checkpoints" / "start")
     start, t0 = trainer.step, time.time()
 
     def progress(step: int, logs: dict[str, float]) -> None:
         rate = (step - start) * cfg.optim.batch_size / max(time.time() - t0, 1e-9)
-        sys.stderr.write(
-            f"\rstep {step}/{cfg.train.steps}  G {logs['loss/G/total']:.3f}  D {logs['loss/D/total']:.3f}"
-            f"  {rate:.1f} img/s   "
-        )
+        totals = "  ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in logs.items() if k.endswith("/total"))
+        sys.stderr.write(f"\rstep {step}/{cfg.train.steps}  {totals}  {rate:.1f} img/s   ")
         sys.stderr.flush()
 
     metrics: dict[str, float] = {}
@@ -39,10 +40,10 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
         logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step), progress=progress)
         if logs.get("diverged"):
             metrics = {trainer.objective_name: trainer.diverged_score}
-            sys.stderr.write(f"\nstep {trainer.step}: loss is not finite; stopping (last checkpoint kept)\n")
+            sys.stderr.write(f"\ngave up: {trainer.gave_up}; stopping (last checkpoint kept: {trainer.rollback_to})\n")
             break
         metrics = trainer.evaluate()
-        trainer.save(ckpt)
+        trainer.rollback_to = trainer.save(ckpt)
         sys.stderr.write(f"\nstep {trainer.step}: {trainer.objective_name.removeprefix('metric/')} "
                          f"{metrics[trainer.objective_name]:.4f}  checkpoint {ckpt}\n")
     if trainer.logger is not None and metrics:

@@ -127,6 +127,18 @@ class Trainer:
             if ema is not None:
                 ema.load_state_dict({k: v.float() for k, v in module.state_dict().items()})
                 self.ema[net.name] = ema.eval().requires_grad_(False).to(self.device)
+        for engine in self.engines.values():
+            if hasattr(engine.optimizer, "check_grad_overflow"):
+                # ZeRO's optimizer skips a step on a non-finite gradient only where asked (fp16,
+                # bf16); asked here for every precision, train() counts its skips.
+                engine.optimizer.check_grad_overflow = True
+        # Non-finite steps (train.skip_limit, train.rollback_limit): skipped, then rolled back.
+        self.skipped_steps = 0  # steps skipped in all, for a non-finite loss or gradient
+        self._skip_run = 0  # consecutive ones
+        self.rollbacks = 0
+        self.lr_scale = 1.0  # halved by each rollback
+        self.rollback_to: Path | None = None  # the last good checkpoint; the caller keeps it current
+        self.gave_up: str | None = None  # why training stopped for good (rollback_limit reached)
         # What each net trains: a phase freezes the other nets, never a part a family froze.
         self._trainable = {name: [p for p in engine.module.parameters() if p.requires_grad]
                            for name, engine in self.engines.items()}
@@ -150,8 +162,10 @@ class Trainer:
             raise GantuneError(f"the training set has {n} images, fewer than optim.batch_size={global_batch}")
 
         def loader(epoch: int, start: int) -> DataLoader:
+            # Each rollback draws another order, so the steps it replays see other batches.
             sampler = ddp.ShardedBatchSampler(n, global_batch, self.rank, self.world,
-                                              seed=self.cfg.train.seed, epoch=epoch, start=start)
+                                              seed=self.cfg.train.seed + 1_000_003 * self.rollbacks, epoch=epoch,
+                                              start=start)
             return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.cfg.data.num_workers)
 
         per_epoch = n // global_batch
@@ -173,7 +187,7 @@ class Trainer:
         self.cfg = cfg
         for net in self.family.nets:
             for group in self.engines[net.name].optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, net)
+                group["lr"] = learning_rate(cfg, net) * self.lr_scale
         config_lib.write(cfg, self.run_dir / "config.yaml")
 
     def hparams(self) -> dict[str, Any]:
@@ -186,67 +200,139 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------
     def train(self, n_steps: int, progress: Any = None) -> dict[str, float]:
-        """Run n_steps of the family's phases. Returns the last logged losses; `diverged` is set
-        when a loss went non-finite (the caller reports `diverged_score` and stops)."""
-        batch_size = self.cfg.optim.batch_size  # global
+        """Train until step + n_steps. Returns the last step's logged losses.
+
+        A step whose loss or gradient is not finite (on any rank) is skipped: that phase's
+        update, the phases after it and the EMA update do not run, and the buffers its forwards
+        moved are put back, so that net's weights and optimizer state, every buffer and G_ema
+        stay as they were, bit for bit (a first phase's skip leaves the whole step undone). It
+        counts in `train/skipped_steps`. After `train.skip_limit` skips in a row
+        the trainer rolls back to `rollback_to` with halved learning rates and trains on from
+        there to the same step. Past `train.rollback_limit` rollbacks it gives up: `gave_up`
+        says why, the remaining steps are not trained, and the logs carry `diverged`.
+        """
+        target = self.step + n_steps
         logs: dict[str, float] = {}
-        modules = {name: engine.module for name, engine in self.engines.items()}
-        for _ in range(n_steps):
-            batch = self._to_device(next(self._batches))
-
-            # The phases: one net's engine steps on the phase's loss; the others take part
-            # through their raw modules, frozen (ZeRO-0 refuses a backward that crosses two
-            # engines).
-            logs = {}
-            d_every, d_repeats = self.cfg.train.d_schedule  # train.d_ratio: D's phases only
-            for phase in self.family.phases:
-                is_d = phase.net == "D"
-                if not phase.active(self.step) or (is_d and self.step % d_every):
-                    continue
-                engine = self.engines[phase.net]
-                nets = {**modules, phase.net: engine}
-                for name, params in self._trainable.items():
-                    for p in params:
-                        p.requires_grad_(name == phase.net)
-                for _ in range(d_repeats if is_d else 1):
-                    loss, phase_logs = self.family.loss(phase.name, nets, batch)
-                    logs |= phase_logs
-                    if loss is None:  # the family skips this update (on every rank alike)
-                        continue
-                    engine.backward(loss)
-                    engine.step()
-                    self.family.after_step(phase.name, nets)
-                    logs[f"loss/{phase.name}/total"] = loss.item()
-            for params in self._trainable.values():
-                for p in params:
-                    p.requires_grad_(True)
-
-            # Update the EMA copies.
-            beta = ema_beta(self.cfg, batch_size, self.nimg)
-            with torch.no_grad():
-                for name, ema in self.ema.items():
-                    for p_ema, p in zip(ema.parameters(), modules[name].parameters()):
-                        p_ema.copy_(p.detach().float().lerp(p_ema, beta))
-                    for b_ema, b in zip(ema.buffers(), modules[name].buffers()):
-                        b_ema.copy_(b)
-            self.step += 1
-            self.nimg += batch_size
-
-            if ddp.any_rank(not all(math.isfinite(v) for v in logs.values())):
-                logs["diverged"] = 1.0
-                log.warning("non-finite loss at step %d: %s", self.step, logs)
-                return logs
-            if self.logger is not None:
-                if self.step % self.cfg.train.log_every == 0:
-                    lrs = {f"lr/{name}": lr for name, lr in self.learning_rates().items()}
-                    self.logger.scalars({**logs, **lrs, "ema/beta": beta}, self.step)
-                if self.step % self.cfg.train.image_every == 0:
-                    floats = {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}  # bf16
-                    with torch.no_grad():
-                        self.logger.image(*self.family.image_grid(self._eval_nets(), floats), self.step)
-            if progress is not None:
+        while self.step < target and self.gave_up is None:
+            logs = self._train_step()
+            if logs.get("skipped"):
+                if self._skip_run >= self.cfg.train.skip_limit:
+                    self._roll_back()
+            elif progress is not None:
                 progress(self.step, logs)
+        if self.gave_up is not None:
+            # A trial that gave up still reports at each interval (PBT replaces it from a
+            # better one); its steps run out without training.
+            self.step = max(self.step, target)
+            return {"diverged": 1.0, "train/skipped_steps": float(self.skipped_steps)}
         return logs
+
+    def _train_step(self) -> dict[str, float]:
+        batch_size = self.cfg.optim.batch_size  # global
+        modules = {name: engine.module for name, engine in self.engines.items()}
+        batch = self._to_device(next(self._batches))
+
+        # The phases: one net's engine steps on the phase's loss; the others take part through
+        # their raw modules, frozen (ZeRO-0 refuses a backward that crosses two engines).
+        logs: dict[str, float] = {}
+        skipped = False
+        # Forwards move buffers (batch-norm statistics, spectral-norm vectors): a skipped step
+        # puts them back, so it leaves no trace. They are small.
+        buffers = [(b, b.clone()) for module in modules.values() for b in module.buffers()]
+        d_every, d_repeats = self.cfg.train.d_schedule  # train.d_ratio: D's phases only
+        for phase in self.family.phases:
+            is_d = phase.net == "D"
+            if skipped or not phase.active(self.step) or (is_d and self.step % d_every):
+                continue
+            engine = self.engines[phase.net]
+            nets = {**modules, phase.net: engine}
+            for name, params in self._trainable.items():
+                for p in params:
+                    p.requires_grad_(name == phase.net)
+            for _ in range(d_repeats if is_d else 1):
+                loss, phase_logs = self.family.loss(phase.name, nets, batch)
+                if loss is None:  # the family skips this update (on every rank alike)
+                    logs |= phase_logs
+                    continue
+                if not self._update(engine, loss):
+                    skipped = True
+                    break
+                logs |= phase_logs
+                self.family.after_step(phase.name, nets)
+                logs[f"loss/{phase.name}/total"] = loss.item()
+        for params in self._trainable.values():
+            for p in params:
+                p.requires_grad_(True)
+        self.step += 1
+        self.nimg += batch_size
+        if skipped:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+            self.skipped_steps += 1
+            self._skip_run += 1
+            if self.logger is not None:
+                log.warning("step %d skipped: non-finite loss or gradient (%d in a row, %d in all)",
+                            self.step, self._skip_run, self.skipped_steps)
+                self.logger.scalars({"train/skipped_steps": self.skipped_steps}, self.step)
+            return {"skipped": 1.0, "train/skipped_steps": float(self.skipped_steps)}
+        self._skip_run = 0
+
+        # Update the EMA copies.
+        beta = ema_beta(self.cfg, batch_size, self.nimg - batch_size)
+        with torch.no_grad():
+            for name, ema in self.ema.items():
+                for p_ema, p in zip(ema.parameters(), modules[name].parameters()):
+                    p_ema.copy_(p.detach().float().lerp(p_ema, beta))
+                for b_ema, b in zip(ema.buffers(), modules[name].buffers()):
+                    b_ema.copy_(b)
+        logs["train/skipped_steps"] = float(self.skipped_steps)
+        if self.logger is not None:
+            if self.step % self.cfg.train.log_every == 0:
+                lrs = {f"lr/{name}": lr for name, lr in self.learning_rates().items()}
+                self.logger.scalars({**logs, **lrs, "ema/beta": beta}, self.step)
+            if self.step % self.cfg.train.image_every == 0:
+                floats = {k: v.float() if v.is_floating_point() else v for k, v in batch.items()}  # bf16
+                with torch.no_grad():
+                    self.logger.image(*self.family.image_grid(self._eval_nets(), floats), self.step)
+        return logs
+
+    def _update(self, engine: Any, loss: torch.Tensor) -> bool:
+        """Backward and step, unless the loss or the gradient is not finite on some rank; then
+        nothing changes and the gradient is dropped. Collective."""
+        if ddp.any_rank(not bool(torch.isfinite(loss.detach()).all())):
+            return False
+        engine.backward(loss)
+        if hasattr(engine.optimizer, "overflow"):  # ZeRO: DeepSpeed checks the (reduced) gradient
+            engine.step()
+            return bool(engine.was_step_applied())
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+        finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if ddp.any_rank(not finite):
+            engine.zero_grad()
+            return False
+        engine.step()
+        return True
+
+    def _roll_back(self) -> None:
+        """Back to `rollback_to` with the learning rates halved; or give up past the limit."""
+        t = self.cfg.train
+        if self.rollbacks >= t.rollback_limit or self.rollback_to is None:
+            self.gave_up = (f"{self._skip_run} non-finite steps in a row at step {self.step}, after "
+                            f"{self.rollbacks} rollback(s) (train.rollback_limit={t.rollback_limit})")
+            log.warning("giving up: %s", self.gave_up)
+            return
+        # The counters, the lineage and an exploit not reported yet are this run's, not the checkpoint's.
+        kept = (self.skipped_steps, self.rollbacks + 1, self.lr_scale / 2, self.lineage, self.restored_from)
+        log.warning("rolling back from step %d to %s: %d non-finite steps in a row; learning rates halved",
+                    self.step, self.rollback_to, self._skip_run)
+        self.load(self.rollback_to)
+        self.skipped_steps, self.rollbacks, self.lr_scale, self.lineage, self.restored_from = kept
+        self._skip_run = 0
+        # Other batches and other noise for the replayed steps: the same ones may fail the same way.
+        self._seed_everything(self.cfg.train.seed + self.rank + 7919 * self.step + 104_729 * self.rollbacks)
+        self._batches = self._batch_iterator()
+        self.apply_hparams(self.cfg)
 
     def _eval_nets(self) -> dict[str, torch.nn.Module]:
         """The nets generation uses: the EMA copy where a net keeps one."""
@@ -338,6 +424,12 @@ class Trainer:
         """Write every net (engines with optimizer state), the EMA copies, step, RNG and config into
         ckpt_dir, atomically (checkpoint.py). Collective: every rank calls it with the same
         ckpt_dir, on a filesystem all ranks see."""
+        tensors = [t for engine in self.engines.values() for t in engine.module.state_dict().values()]
+        tensors += [t for ema in self.ema.values() for t in ema.state_dict().values()]
+        floats = [t.float() for t in tensors if t.is_floating_point()]
+        if ddp.any_rank(bool(floats) and not bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all())):
+            # Never a non-finite checkpoint: the trial fails here, and restarts from its last good one.
+            raise GantuneError(f"{ckpt_dir}: not saved: the weights at step {self.step} are not finite")
         rngs = ddp.all_gather_object(checkpoint.rng_state())  # each rank's own stream
         state = {
             "ema": {name: ema.state_dict() for name, ema in self.ema.items()},
@@ -347,6 +439,7 @@ class Trainer:
             "trial_id": self.trial_id,
             "lineage": self.lineage,
             "rng": rngs,  # one per rank
+            "nonfinite": {"skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
         }
         meta = {"step": self.step, "trial_id": self.trial_id, "lineage": self.lineage, "world": self.world}
         return checkpoint.save(ckpt_dir, self.engines, state, meta)
@@ -357,15 +450,9 @@ class Trainer:
         state = checkpoint.read_state(ckpt_dir, list(self.engines))
         # The networks' shapes come from these keys; a mismatch is a config error, not a crash.
         saved = state["config"]
-        family = saved["model"]["family"]
-        # The keys that shape the nets: the model section, the image size, the labels, the SR scale
-        # and the family's whole-number, boolean and named choices. Its floats are loss weights
-        # and thresholds, which a PBT exploit may bring from another trial.
-        shape_keys = [f"model.{k}" for k in saved["model"]] + ["data.size_px", "data.num_classes", "sr.scale"]
-        shape_keys += [f"{family}.{k}" for k, v in saved.get(family, {}).items() if not isinstance(v, float)]
         mine = config_lib.to_flat(self.cfg)
         theirs = {f"{sec}.{k}": v for sec, values in saved.items() for k, v in values.items()}
-        differ = [k for k in shape_keys if theirs.get(k) != mine.get(k)]
+        differ = [k for k in config_lib.shape_keys(theirs) if theirs.get(k) != mine.get(k)]
         if differ:
             raise GantuneError(
                 f"{ckpt_dir}: checkpoint was trained with "
@@ -383,6 +470,11 @@ class Trainer:
                                    f"({str(e).splitlines()[0]})") from None
         self.step, self.nimg = int(state["step"]), int(state["nimg"])
         self.lineage = list(state["lineage"])
+        nonfinite = state.get("nonfinite", {})
+        self.skipped_steps = int(nonfinite.get("skipped_steps", 0))
+        self.rollbacks = int(nonfinite.get("rollbacks", 0))
+        self.lr_scale = float(nonfinite.get("lr_scale", 1.0))  # the rate these weights were stable at
+        self._skip_run = 0
         self.restored_from = None
         if state["trial_id"] != self.trial_id:
             # A PBT exploit: this trial continues from another trial's weights.
@@ -394,6 +486,12 @@ class Trainer:
             self._seed_everything(self.cfg.train.seed + self.rank + 7919 * self.step)
         self._batches = self._batch_iterator()
         self.apply_hparams(self.cfg)
+
+    def keep_rollback_point(self, ckpt_dir: Path) -> None:
+        """Save the state as it is now into ckpt_dir, where a rollback finds it, unless a
+        checkpoint is already there to roll back to (a trial's start without one)."""
+        if self.rollback_to is None:
+            self.rollback_to = self.save(ckpt_dir)
 
     def close(self) -> None:
         if self.logger is not None:

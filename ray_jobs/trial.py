@@ -22,7 +22,7 @@ from ray import tune
 from ray_jobs import config as config_lib
 from ray_jobs.config import Config
 from ray_jobs.segment import TrialResources, drop_segment, interval_report, run_segment
-from ray_jobs.checkpoint import read_meta
+from ray_jobs.checkpoint import read_meta, usable
 from ray_jobs.trainer import Trainer
 
 
@@ -45,22 +45,32 @@ def _in_process(cfg: Config, hp: dict[str, Any]) -> None:
     ctx = tune.get_context()
     trainer = Trainer(cfg, Path(ctx.get_trial_dir()), trial_id=ctx.get_trial_id())
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            trainer.load(Path(ckpt_dir))  # re-applies cfg's lr_G, lr_D and loss weights
+    if checkpoint is not None:  # Tune's copy on the storage path; an earlier one if it is torn
+        path = usable(Path(checkpoint.path))
+        trainer.load(path)  # re-applies cfg's lr_G, lr_D and loss weights
+        trainer.rollback_to = path
+    # Non-finite steps roll back to the last reported checkpoint, or to the start (kept until
+    # the first report).
+    start = Path(ctx.get_trial_dir()) / ".rollback_start"
+    trainer.keep_rollback_point(start)
     # A clone of a donor's final checkpoint still reports once, so the trial's result is its
     # own score on the weights it now holds.
     must_report = trainer.restored_from is not None
     while trainer.step < cfg.train.steps or must_report:
         must_report = False
         report = interval_report(trainer, min(cfg.eval.every, cfg.train.steps - trainer.step))
+        if report["diverged"]:
+            # Gave up: it reports the worst score at each interval without a checkpoint, until
+            # PBT clones a better trial into it or its steps run out.
+            tune.report({**report, **hp})
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = trainer.save(Path(tmp) / "ckpt")
             tune.report({**report, **hp}, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+        trainer.rollback_to = Path(tune.get_checkpoint().path)  # Tune's copy of it
+        shutil.rmtree(start, ignore_errors=True)
         if trainer.logger is not None:
             trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: report[trainer.objective_name]})
-        if report["diverged"]:
-            break
     trainer.close()
 
 
@@ -71,15 +81,22 @@ def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
     # before it could drop them. None of its segments runs now.
     shutil.rmtree(trial_dir / "segments", ignore_errors=True)
     checkpoint = tune.get_checkpoint()  # Tune's copy on the storage path, which every node sees
-    meta = read_meta(Path(checkpoint.path)) if checkpoint is not None else {"step": 0, "trial_id": trial_id}
+    resume_from = str(usable(Path(checkpoint.path))) if checkpoint is not None else None  # torn: an earlier one
+    meta = read_meta(Path(resume_from)) if resume_from is not None else {"step": 0, "trial_id": trial_id}
     # As in-process: a clone of a donor's final checkpoint still reports once.
     step, must_report = int(meta["step"]), meta["trial_id"] != trial_id
+    gave_up: dict[str, Any] | None = None
     while step < cfg.train.steps or must_report:
         must_report = False
-        report, segment_ckpt = run_segment(config_lib.to_dict(cfg), res, trial_dir, trial_id,
-                                           checkpoint.path if checkpoint is not None else None)
+        if gave_up is not None:  # as in-process: the worst score at each interval, no segment
+            step = min(step + cfg.eval.every, cfg.train.steps)
+            tune.report({**gave_up, "step": step, "exploit/from_trial": "", "exploit/from_step": -1, **hp})
+            continue
+        report, segment_ckpt = run_segment(config_lib.to_dict(cfg), res, trial_dir, trial_id, resume_from)
         tune.report({**report, **hp}, checkpoint=segment_ckpt)
         drop_segment(segment_ckpt)
-        checkpoint, step = tune.get_checkpoint(), int(report["step"])  # Tune's copy of it
         if report["diverged"]:
-            break
+            gave_up = report
+        else:
+            resume_from = tune.get_checkpoint().path  # Tune's copy of it
+        step = int(report["step"])

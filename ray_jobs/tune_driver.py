@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class SearchSpec:
     synch: bool = False  # PBT decides when every trial has reached the interval (Tune's synch)
     num_samples: int = 4
     max_concurrent: int = 0  # 0: as many as resources allow
+    # Restarts of a failed trial (a killed process, a lost node) from its last checkpoint.
+    max_failures: int = 1
     resources: TrialResources = field(default_factory=TrialResources)
     storage_path: Path = Path("runs")
 
@@ -95,9 +98,23 @@ def parse_domain(where: str, text: Any) -> Any:
     raise GantuneError(f"{where}: unknown domain {name!r}; expected loguniform, uniform, randint, choice or grid")
 
 
-_SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent",
+_SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent", "max_failures",
               "resources", "storage_path", "eval_every"}
 _SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability", "synch"}
+
+
+def _check_pbt_space(path: Path, base: Config, space: dict[str, Any]) -> None:
+    """What PBT can perturb: numeric ranges and lists of values, in keys a checkpoint can cross."""
+    if not space:
+        raise GantuneError(f"{path}: pbt needs a non-empty space to perturb")
+    shaped = set(config_lib.shape_keys(config_lib.to_flat(base)))
+    for key, domain in space.items():
+        if isinstance(domain, dict) and "grid_search" in domain:
+            raise GantuneError(f"{path}: space.{key}: grid is for scheduler none (every value once); PBT perturbs "
+                               f"sampled values: use choice([...])")
+        if key in shaped:
+            raise GantuneError(f"{path}: space.{key} shapes the nets, so PBT cannot copy weights across its values; "
+                               f"search it with scheduler none or asha")
 
 
 def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
@@ -137,8 +154,8 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
             raise GantuneError(f"{path}: unknown scheduler key {key!r}" + config_lib._suggest(str(key), sorted(_SCHED_KEYS)))
     if sched.get("name", "none") not in _SCHEDULERS:
         raise GantuneError(f"{path}: scheduler.name must be one of {list(_SCHEDULERS)}, got {sched.get('name')!r}")
-    if sched.get("name") == "pbt" and not space:
-        raise GantuneError(f"{path}: pbt needs a non-empty space to perturb")
+    if sched.get("name") == "pbt":
+        _check_pbt_space(path, base, space)
     synch = sched.get("synch", False)
     if not isinstance(synch, bool):
         raise GantuneError(f"{path}: scheduler.synch must be true or false, got {synch!r}")
@@ -170,6 +187,7 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         synch=synch,
         num_samples=num_samples,
         max_concurrent=number("max_concurrent", raw.get("max_concurrent", 0), int, 0),
+        max_failures=number("max_failures", raw.get("max_failures", 1), int, 0),
         resources=resources,
         storage_path=storage.resolve(),
     )
@@ -241,6 +259,7 @@ def _smoke(spec: SearchSpec) -> SearchSpec:
 
 def _scheduler(spec: SearchSpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.sample import Categorical
 
     from ray_jobs.pbt import ResumablePBT
 
@@ -248,7 +267,10 @@ def _scheduler(spec: SearchSpec) -> Any:
         return ResumablePBT(
             time_attr="training_iteration",
             perturbation_interval=spec.perturbation_interval,
-            hyperparam_mutations=spec.space,
+            # A choice is perturbed as Tune's lists are (a neighbouring value, or resampled):
+            # Tune multiplies any other domain's value by 0.8 or 1.2, a crash on a string.
+            hyperparam_mutations={k: list(v.categories) if isinstance(v, Categorical) else v
+                                  for k, v in spec.space.items()},
             quantile_fraction=spec.quantile_fraction,
             resample_probability=spec.resample_probability,
             synch=spec.synch,
@@ -265,19 +287,19 @@ def _max_concurrent(spec: SearchSpec) -> int | None:
     import ray
 
     res = spec.resources
-    if res.workers_per_trial == 1:
-        return spec.max_concurrent or None
     have = ray.cluster_resources()
     fits = []
     for key, per_worker in (("CPU", res.cpus_per_worker), ("GPU", res.gpus_per_worker)):
         if per_worker > 0:
             fits.append(int(have.get(key, 0) // (per_worker * res.workers_per_trial)))
-    if min(fits) < 1:
+    if fits and min(fits) < 1:  # Tune would leave every trial PENDING for ever
         raise GantuneError(
             f"{spec.path}: a trial needs {res.workers_per_trial} workers x {res.cpus_per_worker:g} CPU"
             f" + {res.gpus_per_worker:g} GPU, but the Ray cluster has {have.get('CPU', 0):g} CPU and"
             f" {have.get('GPU', 0):g} GPU"
         )
+    if res.workers_per_trial == 1:
+        return spec.max_concurrent or None
     return min([*fits, spec.max_concurrent or min(fits)])
 
 
@@ -304,6 +326,11 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         spec = dataclasses.replace(spec, resources=parse_resources("resource overrides", resources, spec.resources))
     _check_batch(spec)
     exp_dir = spec.experiment_dir
+    try:  # before any trial starts, not at its first checkpoint
+        spec.storage_path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=spec.storage_path).close()
+    except OSError as e:
+        raise GantuneError(f"{spec.path}: storage_path {spec.storage_path} is not writable ({e.strerror or e})") from None
     if resume and not tune.Tuner.can_restore(str(exp_dir)):
         raise GantuneError(f"{exp_dir}: no search to resume there (run without --resume to start one)")
     if not resume and exp_dir.exists() and any(exp_dir.iterdir()):
@@ -316,48 +343,50 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         # A one-machine search: a local Ray cluster bound to loopback, nothing exposed.
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,
                  log_to_driver=True, configure_logging=False, _node_ip_address="127.0.0.1")
-    max_concurrent = _max_concurrent(spec)
-    if spec.synch and max_concurrent is not None and max_concurrent < spec.num_samples:
-        # Trials past the limit start only when others finish: synchronous PBT then compares
-        # the trials that run together.
-        log.warning("%s: scheduler.synch with %d of %d trials at once: PBT compares those that run together",
-                    spec.path, max_concurrent, spec.num_samples)
-    trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base),
-                             resources=dataclasses.asdict(spec.resources)),
-        spec.resources.tune_request(),
-    )
-    if resume:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=dict(spec.space),
-            tune_config=tune.TuneConfig(
-                metric=spec.objective,
-                mode=spec.mode,
-                scheduler=_scheduler(spec),
-                num_samples=spec.num_samples,
-                max_concurrent_trials=max_concurrent,
-                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str(spec.storage_path),
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=1,
-            ),
+    try:
+        max_concurrent = _max_concurrent(spec)
+        if spec.synch and max_concurrent is not None and max_concurrent < spec.num_samples:
+            # Trials past the limit start only when others finish: synchronous PBT then compares
+            # the trials that run together.
+            log.warning("%s: scheduler.synch with %d of %d trials at once: PBT compares those that run together",
+                        spec.path, max_concurrent, spec.num_samples)
+        trainable = tune.with_resources(
+            tune.with_parameters(trial_fn, base_config=config_lib.to_dict(spec.base),
+                                 resources=dataclasses.asdict(spec.resources)),
+            spec.resources.tune_request(),
         )
-    results = tuner.fit()
-    # Train's copies of multi-worker segments: Tune holds its own copy of every reported one, and
-    # a segment still running when PBT stopped its trial may have finished after the trial's
-    # own clean-up. Nothing runs now.
-    for segments in exp_dir.glob("trial_*/segments"):
-        shutil.rmtree(segments, ignore_errors=True)
-    if own_cluster:
-        # Stop this search's own cluster before the summary: its idle trial actors are then
-        # terminated here, not at interpreter exit, where their SIGTERM handlers print after it.
-        ray.shutdown()
+        if resume:
+            tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=dict(spec.space),
+                tune_config=tune.TuneConfig(
+                    metric=spec.objective,
+                    mode=spec.mode,
+                    scheduler=_scheduler(spec),
+                    num_samples=spec.num_samples,
+                    max_concurrent_trials=max_concurrent,
+                    trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=str(spec.storage_path),
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    verbose=1,
+                ),
+            )
+        results = tuner.fit()
+        # Train's copies of multi-worker segments: Tune holds its own copy of every reported one, and
+        # a segment still running when PBT stopped its trial may have finished after the trial's
+        # own clean-up. Nothing runs now.
+        for segments in exp_dir.glob("trial_*/segments"):
+            shutil.rmtree(segments, ignore_errors=True)
+    finally:
+        if own_cluster:
+            # Stop this search's own cluster (before the summary: its idle trial actors are
+            # terminated here, not at interpreter exit, where their SIGTERM handlers print after it).
+            ray.shutdown()
     # Ctrl-C (or SIGUSR1) stops Tune gracefully: fit() returns, and the stopped trials look
     # TERMINATED. Only a trial function that returned marks its last result done. ASHA stops
     # trials on purpose, so there a TERMINATED trial counts as finished.

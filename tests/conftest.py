@@ -24,6 +24,11 @@ def _isolated_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # `make test` runs two pytest-xdist workers: the tests on the one local SLURM cluster (and
+    # its network-namespace hosts) all go to the same one, which starts it once.
+    for item in items:
+        if "local_cluster" in getattr(item, "fixturenames", ()) or item.module.__name__ in ("test_slurm", "test_local_cluster"):
+            item.add_marker(pytest.mark.xdist_group("hosts"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -69,7 +69,7 @@ def test_a_loaded_prior_is_checked_and_used_as_it_is_without_a_coarse_stage(tmp_
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
 
     wrong = PdganFamily(smoke_cfg(tmp_path, **{"pdgan.prior_weights": str(path), "pdgan.prior_sha256": "0" * 64}))
-    with pytest.raises(GantuneError, match=r"pdgan.prior_weights=.*coarse.pt: SHA-256 [0-9a-f]{64} is not pdgan.prior_sha256"):
+    with pytest.raises(GantuneError, match=r"prior_weights=.*coarse.pt: SHA-256 [0-9a-f]{64} is not pdgan.prior_sha256"):
         wrong.build("C")
     other_width = PdganFamily(smoke_cfg(tmp_path, **{"pdgan.prior_weights": str(path), "pdgan.prior_ngf": 8}))
     with pytest.raises(GantuneError, match=r"does not fit the coarse net of pdgan.prior_ngf=8"):

@@ -97,7 +97,8 @@ class PdganFamily:
             except RuntimeError as e:  # missing, unexpected or mis-shaped keys
                 first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
                 raise GantuneError(f"pdgan.prior_weights={p.prior_weights}: does not fit the coarse net of "
-                                   f"pdgan.prior_ngf={p.prior_ngf}, prior_res_num={p.prior_res_num} ({first})") from None
+                                   f"pdgan.prior_ngf={p.prior_ngf}, prior_res_num={p.prior_res_num} "
+                                   f"({first})") from None
         return coarse
 
     def datasets(self) -> tuple[Dataset, Dataset]:
