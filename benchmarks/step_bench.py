@@ -30,7 +30,7 @@ from ray_jobs import config as config_lib  # noqa: E402
 from ray_jobs.families import FAMILIES, Family  # noqa: E402
 from ray_jobs.families.base import learning_rate  # noqa: E402
 from ray_jobs.distributed import init_distributed  # noqa: E402
-from ray_jobs.trainer import deepspeed_config  # noqa: E402
+from ray_jobs.engines import deepspeed_config  # noqa: E402
 
 # A step past every pre-training stage (ESRGAN's PSNR stage, PD-GAN's coarse net), divisible by
 # every phase's `every`: the phases the bench times are the family's main training.

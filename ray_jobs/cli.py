@@ -122,7 +122,8 @@ def _cmd_tune(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     import time
 
-    from ray_jobs.tune_driver import load_spec, run_search
+    from ray_jobs.space import load_spec
+    from ray_jobs.tune_driver import run_search
 
     space = Path(__file__).resolve().parent.parent / "tune_spaces" / "demo.yaml"
     storage = load_spec(space).storage_path

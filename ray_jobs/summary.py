@@ -50,16 +50,21 @@ def _scalar(text: str | None) -> Any:
 
 
 def _exploits(exp_dir: Path, trial_id: str) -> list[dict[str, Any]]:
-    """PBT's own record of this trial's exploits: pbt_policy_<trial_id>.txt, one JSON list a
-    line: [trial tag, donor tag, iteration, donor iteration, donor config, new config]."""
-    path = exp_dir / f"pbt_policy_{trial_id}.txt"
+    """PBT's own record of this trial's exploits: pbt_global.txt, one JSON list a line for every
+    exploit of the search: [trial tag, donor tag, iteration, donor iteration, donor config, new
+    config]; a tag starts with the trial's index. (pbt_policy_<trial>.txt is the schedule to
+    replay the trial's final weights: it holds its donors' exploits, and loses its own earlier
+    ones at each exploit.)"""
+    path = exp_dir / "pbt_global.txt"
     if not path.is_file():
         return []
+    index = str(int(trial_id.rsplit("_", 1)[-1]))  # trial_id "<experiment>_<index, 5 digits>"
     events = []
     for line in path.read_text().splitlines():
-        _, donor, iteration, donor_iteration, _, new_config = json.loads(line)
-        events.append({"iteration": iteration, "donor": donor, "donor_iteration": donor_iteration,
-                       "new_config": new_config})
+        tag, donor, iteration, donor_iteration, _, new_config = json.loads(line)
+        if tag.split("_", 1)[0] == index:
+            events.append({"iteration": iteration, "donor": donor, "donor_iteration": donor_iteration,
+                           "new_config": new_config})
     return events
 
 

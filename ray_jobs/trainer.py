@@ -9,16 +9,16 @@ checkpoint folder (checkpoint.py). The trial function (trial.py), a multi-worker
 
 At N ranks it is the same program: `optim.batch_size` is the global batch, split evenly, and the
 global batches do not depend on N; batch norms are synchronised; every rank starts from rank 0's
-weights and buffers; a non-finite loss on any rank stops every rank; all ranks save into one
-checkpoint folder. Evaluation runs on rank 0 while the others wait for its result: the
-evaluation set is small next to training, the objective is then bit-identical at every world
-size, and only one rank holds the Inception network and the real statistics.
+weights and buffers; a non-finite loss or gradient on any rank skips the step on every rank
+(and enough of them roll back, then give up); all ranks save into one checkpoint folder.
+Evaluation (evaluation.py) runs on rank 0 while the others wait for its result: the evaluation
+set is small next to training, the objective is then bit-identical at every world size, and
+only one rank holds the Inception network and the real statistics.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -39,46 +39,19 @@ from ray_jobs import checkpoint
 from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
 from ray_jobs.config import Config
+from ray_jobs.engines import deepspeed_config, ema_beta, step_if_finite
+from ray_jobs.evaluation import Evaluation
 from ray_jobs.families import FAMILIES
 from ray_jobs.families.base import learning_rate
 from ray_jobs.logging_tb import TrialLogger
 
 log = logging.getLogger(__name__)
 
-def deepspeed_config(cfg: Config, lr: float, world: int) -> dict[str, Any]:
-    o = cfg.optim
-    return {
-        "train_micro_batch_size_per_gpu": ddp.per_worker_batch(o.batch_size, world),
-        "gradient_accumulation_steps": 1,
-        "optimizer": {
-            "type": "Adam",
-            # On CPU, DeepSpeed's FusedAdam JIT-loads its C++ op in every new process (compiler
-            # probes through subprocesses: ~6 s of a segment's ~9 s engine set-up, measured);
-            # torch's Adam is the same update. On CUDA the fused kernel is the fast one.
-            # adam_w_mode off: weight decay is Adam's L2 term, as torch.optim.Adam (U-GAT-IT's).
-            "params": {"lr": lr, "betas": [o.beta1, o.beta2], "eps": o.adam_eps, "weight_decay": o.weight_decay,
-                       "adam_w_mode": False, "torch_adam": not torch.cuda.is_available()},
-        },
-        "zero_optimization": {"stage": o.zero_stage},
-        "bf16": {"enabled": o.precision == "bf16"},
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-
-
 def _infinite(loader_factory: Any, epoch0: int, start: int) -> Iterator[dict[str, torch.Tensor]]:
     epoch = epoch0
     while True:
         yield from loader_factory(epoch, start)
         epoch, start = epoch + 1, 0
-
-
-def ema_beta(cfg: Config, batch_size: int, cur_nimg: int) -> float:
-    """StyleGAN2-ADA: half-life ema_kimg, ramped up as ema_rampup * images seen so far."""
-    ema_nimg = cfg.train.ema_kimg * 1000
-    if cfg.train.ema_rampup > 0:
-        ema_nimg = min(ema_nimg, cur_nimg * cfg.train.ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 
 
 class Trainer:
@@ -145,8 +118,7 @@ class Trainer:
         self._seed_everything(cfg.train.seed + self.rank)  # per-rank noise and augmentation
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
-        self._evaluator: Any = None
-        self._paired: Any = None  # the family's paired columns, beside an Inception objective
+        self._evaluation: Evaluation | None = None  # built at the first evaluation, on rank 0
         self.logger = TrialLogger(self.run_dir / "tb") if self.rank == 0 else None
 
     # ----------------------------------------------------------------------------------------
@@ -254,7 +226,7 @@ class Trainer:
                 if loss is None:  # the family skips this update (on every rank alike)
                     logs |= phase_logs
                     continue
-                if not self._update(engine, loss):
+                if not step_if_finite(engine, loss):
                     skipped = True
                     break
                 logs |= phase_logs
@@ -286,7 +258,6 @@ class Trainer:
                     p_ema.copy_(p.detach().float().lerp(p_ema, beta))
                 for b_ema, b in zip(ema.buffers(), modules[name].buffers()):
                     b_ema.copy_(b)
-        logs["train/skipped_steps"] = float(self.skipped_steps)
         if self.logger is not None:
             if self.step % self.cfg.train.log_every == 0:
                 lrs = {f"lr/{name}": lr for name, lr in self.learning_rates().items()}
@@ -296,23 +267,6 @@ class Trainer:
                 with torch.no_grad():
                     self.logger.image(*self.family.image_grid(self._eval_nets(), floats), self.step)
         return logs
-
-    def _update(self, engine: Any, loss: torch.Tensor) -> bool:
-        """Backward and step, unless the loss or the gradient is not finite on some rank; then
-        nothing changes and the gradient is dropped. Collective."""
-        if ddp.any_rank(not bool(torch.isfinite(loss.detach()).all())):
-            return False
-        engine.backward(loss)
-        if hasattr(engine.optimizer, "overflow"):  # ZeRO: DeepSpeed checks the (reduced) gradient
-            engine.step()
-            return bool(engine.was_step_applied())
-        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-        finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if ddp.any_rank(not finite):
-            engine.zero_grad()
-            return False
-        engine.step()
-        return True
 
     def _roll_back(self) -> None:
         """Back to `rollback_to` with the learning rates halved; or give up past the limit."""
@@ -338,73 +292,16 @@ class Trainer:
         """The nets generation uses: the EMA copy where a net keeps one."""
         return {name: self.ema.get(name, engine.module) for name, engine in self.engines.items()}
 
-    # ----------------------------------------------------------------------------------------
-    def _build_evaluator(self) -> Any:
-        """The objective's scorer: Inception statistics of the real evaluation set (fid, kid), or
-        the real images themselves, in the order of the inputs (psnr, ssim)."""
-        from metrics.fid import FidEvaluator
-        from metrics.paired import PairedEvaluator
-
-        e, d = self.cfg.eval, self.cfg.data
-        loader = DataLoader(self.eval_set, batch_size=e.batch_size, shuffle=False)
-        inputs, reals = [], []
-        for batch in loader:
-            inputs.append(self.family.eval_inputs(batch))
-            reals.append(batch["image"])
-        self._eval_inputs = {k: torch.cat([b[k] for b in inputs]) for k in inputs[0]}
-        real01 = (torch.cat(reals) + 1) / 2
-        # The family's own columns (psnr and ssim for SR; l1, psnr and tv for inpainting), on the same outputs.
-        paired = (e.objective,) if e.objective in objectives.PAIRED_OBJECTIVES else ()
-        paired += self.family.paired_metrics
-        if paired:
-            self._paired = PairedEvaluator(real01, paired, crop_border=e.crop_border, y_only=e.y_channel)
-        if e.objective in objectives.PAIRED_OBJECTIVES:
-            return self._paired
-        # Everything that decides the evaluation images: the real statistics are cached on it.
-        files = ""
-        if d.source == "folder":  # names, sizes and mtimes: an edited photo invalidates the cache
-            from metrics.image_folder import files_key
-
-            files = files_key(sorted(p for p in Path(d.root).rglob("*") if p.is_file()))
-        # The dataset class says which images of the scenes are the reals (label photos, winter B).
-        items = type(getattr(self.eval_set, "dataset", self.eval_set)).__qualname__
-        key = json.dumps({"source": d.source, "files": files, "seed": d.seed, "n_eval": d.n_eval,
-                          "size_px": d.size_px, "num_classes": d.num_classes, "items": items}, sort_keys=True)
-        return FidEvaluator(
-            real01,
-            dataset_key=key,
-            random_weights=e.random_weights,
-            dims=e.dims,
-            seed=e.seed,
-            weights_dir=e.weights_dir or None,
-            batch_size=e.batch_size,
-            device=self.device,
-            cache_dir=e.cache_dir or None,
-            progress=False,
-            real_set_name="the evaluation set",
-            statistic=e.objective,
-        )
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The objective on the EMA nets (G_ema): fixed inputs, fixed noise, cached real
-        statistics. Rank 0 scores; every rank returns its result."""
+        """The objective on the EMA nets (G_ema), and the family's paired columns: fixed inputs,
+        fixed noise, cached real statistics (evaluation.py). Rank 0 scores; every rank returns
+        its result."""
         if self.rank != 0:
             return ddp.broadcast_object(None)
-        if self._evaluator is None:
-            self._evaluator = self._build_evaluator()
-        e = self.cfg.eval
-        n = len(next(iter(self._eval_inputs.values())))
-        noise = self.family.eval_noise(n, e.seed)
-        fakes = []
-        for i in range(0, n, e.batch_size):
-            inputs = {k: v[i : i + e.batch_size].to(self.device) for k, v in self._eval_inputs.items()}
-            z = None if noise is None else noise[i : i + e.batch_size].to(self.device)
-            fakes.append(((self.family.generate(self._eval_nets(), inputs, z).float() + 1) / 2).clamp(0, 1).cpu())
-        fakes = torch.cat(fakes)
-        metrics = {k: float(v) for k, v in self._evaluator(fakes).items()}
-        if self._paired is not None and self._paired is not self._evaluator:
-            metrics |= self._paired(fakes)
+        if self._evaluation is None:
+            self._evaluation = Evaluation(self.cfg, self.family, self.eval_set, self.device)
+        metrics = self._evaluation(self.family, self._eval_nets())
         if self.logger is not None:
             self.logger.scalars(metrics, self.step)
         return ddp.broadcast_object(metrics)

@@ -215,7 +215,7 @@ def _executor(req: SlurmRequest, job_name: str, logs: Path) -> Any:
 
 
 def _job_paths(req: SlurmRequest) -> tuple[Any, str, Path, Path]:
-    from ray_jobs.tune_driver import load_spec
+    from ray_jobs.space import load_spec
 
     spec = load_spec(req.space)
     name = req.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"  # never collide

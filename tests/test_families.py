@@ -88,7 +88,8 @@ def test_two_training_steps_through_the_real_trainer(tmp_path: Path, row: str) -
 
 @pytest.mark.parametrize("space", sorted(p.name for p in (Path(__file__).parents[1] / "tune_spaces").glob("*_pbt.yaml")))
 def test_each_family_space_loads_and_shrinks_for_smoke(space: str) -> None:
-    from ray_jobs.tune_driver import _smoke, load_spec
+    from ray_jobs.space import load_spec
+    from ray_jobs.tune_driver import _smoke
 
     spec = load_spec(Path(__file__).parents[1] / "tune_spaces" / space)
     assert spec.scheduler == "pbt" and spec.space

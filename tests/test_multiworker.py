@@ -153,7 +153,7 @@ def test_an_exemplar_family_trains_at_two_workers(tmp_path: Path, ray_cluster: N
 
 
 def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:
-    from ray_jobs.tune_driver import load_spec, parse_resources
+    from ray_jobs.space import load_spec, parse_resources
 
     with pytest.raises(GantuneError, match="resources.workers_per_trial must be an integer >= 1"):
         parse_resources("s.yaml", {"workers_per_trial": 0})

@@ -11,7 +11,8 @@ import torch
 from gantune.errors import GantuneError
 from ray_jobs import config as C
 from ray_jobs.checkpoint import COMPLETE_MARKER
-from ray_jobs.trainer import Trainer, ema_beta
+from ray_jobs.engines import ema_beta
+from ray_jobs.trainer import Trainer
 
 
 def tiny(tmp_path: Path, **values: object) -> C.Config:

@@ -68,11 +68,9 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # Three trials, four reports each: the worse trial is in the bottom quantile at some report
-    # however the two CPUs interleave them, so an exploit always happens. A choice of strings is
-    # perturbed too (Tune multiplies other domains' values by 0.8 or 1.2).
+    # however the two CPUs interleave them, so an exploit always happens.
     space = make_space(tmp_path, base_edits={"steps: 6": "steps: 8"},
-                       **{"num_samples: 2": "num_samples: 3", "{cpus_per_worker: 1}": "{cpus_per_worker: 0.5}",
-                          "  optim.lr_G:": '  train.diffaug: choice(["", "color"])\n  optim.lr_G:'})
+                       **{"num_samples: 2": "num_samples: 3", "{cpus_per_worker: 1}": "{cpus_per_worker: 0.5}"})
     proc = gantune("tune", str(space), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tensorboard --logdir" in proc.stdout and "not FID" in proc.stdout
@@ -104,9 +102,9 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
     # The donor's step, continued (or, from its final checkpoint, scored again at that step).
     assert first_after["step"] == min(first_after["restored_step"] + 2, 8)
     donor_report = next(h for h in donor["history"] if h["step"] == first_after["restored_step"])
-    assert any(same_config(first_after["config"], e["new_config"]) for e in t["exploits"])
+    assert any(same_config(first_after["config"], e["new_config"]) for e in t["exploits"]), (
+        first_after["config"], [e["new_config"] for e in t["exploits"]])
     assert not same_config(first_after["config"], donor_report["config"])
-    assert all(h["config"]["train.diffaug"] in ("", "color") for d in trials for h in d["history"])
     # The lineage of the final weights ends with the donor of the trial's last exploit.
     last_restore = [h for h in t["history"] if "restored_from" in h][-1]
     assert t["lineage"][-1]["from_trial"] == last_restore["restored_from"]
@@ -170,7 +168,7 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
     ],
 )
 def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str) -> None:
-    from ray_jobs.tune_driver import load_spec
+    from ray_jobs.space import load_spec
 
     path = make_space(tmp_path, **edit)
     with pytest.raises(GantuneError, match=message) as e:
@@ -181,13 +179,34 @@ def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], 
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gantune: error:")
 
 
+def test_pbt_perturbs_a_choice_of_strings_as_a_list(tmp_path: Path) -> None:
+    """Tune multiplies a value of any domain but a list by 0.8 or 1.2: a choice of strings would
+    crash PBT at its first exploit. The scheduler gets choices as lists, which Tune shifts to a
+    neighbouring value or resamples."""
+    from ray.tune.schedulers.pbt import _explore
+
+    from ray_jobs.space import load_spec
+    from ray_jobs.tune_driver import _scheduler
+
+    spec = load_spec(make_space(tmp_path, **{"  optim.lr_G:": '  train.diffaug: choice(["", "color", "translation"])\n  optim.lr_G:'}))
+    mutations = _scheduler(spec)._hyperparam_mutations
+    assert mutations["train.diffaug"] == ["", "color", "translation"]
+    config = {"loss.lambda_cx": 1.0, "train.diffaug": "color", "optim.lr_G": 1e-4}
+    seen = set()
+    for _ in range(50):
+        new, _ = _explore(config, mutations, 0.25, (1.2, 0.8), None)
+        seen.add(new["train.diffaug"])
+        assert new["loss.lambda_cx"] != 1.0
+    assert seen <= {"", "color", "translation"} and len(seen) >= 2
+
+
 def test_resume_without_a_search_is_an_error(tmp_path: Path) -> None:
     proc = gantune("tune", str(make_space(tmp_path)), "--resume", cwd=tmp_path)
     assert proc.returncode == 2 and "no search to resume" in proc.stderr
 
 
 def test_demo_space_is_the_promised_search() -> None:
-    from ray_jobs.tune_driver import load_spec
+    from ray_jobs.space import load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "tune_spaces" / "demo.yaml")
     assert spec.scheduler == "pbt" and spec.num_samples >= 4
@@ -225,7 +244,8 @@ def test_grid_search_without_scheduler_maximises_ssim(tmp_path: Path) -> None:
 
 
 def test_smoke_shrinks_any_search_to_two_short_trials(tmp_path: Path) -> None:
-    from ray_jobs.tune_driver import _smoke, load_spec
+    from ray_jobs.space import load_spec
+    from ray_jobs.tune_driver import _smoke
 
     spec = _smoke(load_spec(make_space(tmp_path, **{
         "num_samples: 2": "num_samples: 8",
