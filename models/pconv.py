@@ -11,19 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantune.errors import GantuneError
-from models.pdgan import frozen_ones_conv, init_normal
+from models.pdgan import frozen_ones_conv, init_normal, norm_layer
 from models.spade import check_choice, check_int
 
 # The coarse net's affine norm (the reference's --norm, "instance" by default).
 COARSE_NORMS = ("instance", "batch", "group")
-
-
-def _affine_norm(norm: str, channels: int, groups: int) -> nn.Module:
-    if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if norm == "batch":
-        return nn.BatchNorm2d(channels, affine=True)
-    return nn.GroupNorm(groups, channels, affine=True)
 
 
 class PartialConv(nn.Module):
@@ -52,7 +44,7 @@ class _PConvDown(nn.Module):
         super().__init__()
         self.activate = activate
         self.conv = PartialConv(fin, fout, 4, 2, 1)
-        self.norm = _affine_norm(norm, fout, groups) if norm is not None else nn.Identity()
+        self.norm = norm_layer(norm, fout, groups, affine=True) if norm is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, known = self.conv(F.leaky_relu(x, 0.2) if self.activate else x, known)
@@ -103,7 +95,7 @@ class PConvCoarseNet(nn.Module):
 
         def up(fin: int, fout: int, last: bool = False) -> nn.Sequential:
             conv = nn.ConvTranspose2d(fin, fout, kernel_size=4, stride=2, padding=1)
-            return nn.Sequential(nn.ReLU(), conv, nn.Tanh() if last else _affine_norm(norm, fout, groups))
+            return nn.Sequential(nn.ReLU(), conv, nn.Tanh() if last else norm_layer(norm, fout, groups, affine=True))
 
         self.decoder = nn.ModuleList(
             [up(8 * ngf, 8 * ngf), up(16 * ngf, 8 * ngf), up(16 * ngf, 4 * ngf), up(8 * ngf, 2 * ngf)]

@@ -91,14 +91,15 @@ class SimAM(nn.Module):
         return x * torch.sigmoid(inv_energy)
 
 
-def _param_free_norm(norm: str, channels: int, groups: int) -> nn.Module:
+def norm_layer(norm: str, channels: int, groups: int, affine: bool) -> nn.Module:
+    """position (parameter-free only), batch, instance or group (`groups` groups) norm."""
     if norm == "position":
         return PositionalNorm()
     if norm == "batch":
-        return nn.BatchNorm2d(channels, affine=False)
+        return nn.BatchNorm2d(channels, affine=affine)
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=False)
-    return nn.GroupNorm(groups, channels, affine=False)
+        return nn.InstanceNorm2d(channels, affine=affine)
+    return nn.GroupNorm(groups, channels, affine=affine)
 
 
 class SPDNorm(nn.Module):
@@ -109,7 +110,7 @@ class SPDNorm(nn.Module):
         self, norm_nc: int, prior_nc: int = 3, norm: str = "position", groups: int = 32, nhidden: int = 128
     ) -> None:
         super().__init__()
-        self.param_free_norm = _param_free_norm(norm, norm_nc, groups)
+        self.param_free_norm = norm_layer(norm, norm_nc, groups, affine=False)
         self.mlp_activate = nn.Sequential(nn.Conv2d(prior_nc, nhidden, 3, padding=1), nn.ReLU())
         self.mlp_gamma = nn.Conv2d(nhidden, norm_nc, 3, padding=1)
         self.mlp_beta = nn.Conv2d(nhidden, norm_nc, 3, padding=1)
