@@ -57,16 +57,27 @@ def save(ckpt_dir: Path, engines: dict[str, Any], state: dict[str, Any], meta: d
     tmp = None
     if rank == 0:
         ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt_dir.parent.glob(f".{ckpt_dir.name}.tmp-*"):  # a killed save's: space a full disk needs
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=ckpt_dir.parent, prefix=f".{ckpt_dir.name}.tmp-"))
     tmp = ddp.broadcast_object(tmp)
-    for tag, engine in engines.items():
-        engine.save_checkpoint(str(tmp), tag=tag)
-    ddp.barrier()
+    try:
+        for tag, engine in engines.items():
+            engine.save_checkpoint(str(tmp), tag=tag)
+        failed = None
+    except (OSError, RuntimeError) as e:  # a full disk: torch.save raises RuntimeError, not OSError
+        failed = e
+    _fail_together(failed, tmp, ckpt_dir, rank)
     if rank == 0:
-        torch.save(state, tmp / STATE_FILE)
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        # Written last; what it says is what callers read without loading the weights.
-        _write_synced(tmp / COMPLETE_MARKER, json.dumps({**meta, "files": files}) + "\n")
+        try:
+            torch.save(state, tmp / STATE_FILE)
+            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+            # Written last; what it says is what callers read without loading the weights.
+            _write_synced(tmp / COMPLETE_MARKER, json.dumps({**meta, "files": files}) + "\n")
+        except (OSError, RuntimeError) as e:
+            failed = e
+    _fail_together(failed, tmp, ckpt_dir, rank)
+    if rank == 0:
         if ckpt_dir.exists():  # aside, not deleted: a complete checkpoint stays on disk throughout
             old = ckpt_dir.parent / f".{ckpt_dir.name}.old-{os.getpid()}"
             os.replace(ckpt_dir, old)
@@ -77,6 +88,24 @@ def save(ckpt_dir: Path, engines: dict[str, Any], state: dict[str, Any], meta: d
                 shutil.rmtree(stale, ignore_errors=True)
     ddp.barrier()
     return ckpt_dir
+
+
+def _fail_together(error: BaseException | None, tmp: Path, ckpt_dir: Path, rank: int) -> None:
+    """If the save failed on any rank, every rank raises (none waits in a barrier for one that
+    gave up): the temp folder goes, the previous checkpoint stays, and the error is one line."""
+    if not ddp.any_rank(error is not None):
+        return
+    free = shutil.disk_usage(tmp.parent).free if tmp.parent.exists() else None
+    ddp.barrier()  # every rank is done writing into tmp
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    elif free is not None and free < 16 * 2**20:
+        reason = f"no space left on device: {free / 2**20:.1f} MiB free"
+    else:
+        reason = str(error).splitlines()[0] if error is not None else "failed on another rank"
+    raise GantuneError(f"{ckpt_dir}: checkpoint not saved ({reason}); the previous one, if any, is kept")
 
 
 def _write_synced(path: Path, text: str) -> None:

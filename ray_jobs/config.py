@@ -338,7 +338,11 @@ def write(cfg: Config, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk fails at the flush, an error without a file name
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 

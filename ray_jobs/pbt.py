@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray.train._internal.session import _FutureTrainingResult
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
@@ -48,3 +49,17 @@ class ResumablePBT(PopulationBasedTraining):
             max(self._trial_state[t].last_train_time for t in waiting) + self._perturbation_interval
         )
         return super().choose_trial_to_run(tune_controller)
+
+    def clone_sources(self) -> set[str]:
+        """The checkpoints PBT may still copy into a bottom trial: each top trial's, recorded at
+        its last perturbation point (retention.py must keep them). A save still under way is
+        the trial's newest, which retention keeps anyway."""
+        paths = set()
+        for state in self._trial_state.values():
+            source = state.last_checkpoint
+            if isinstance(source, _FutureTrainingResult):
+                saved = source.resolve(block=False)
+                source = saved.checkpoint if saved is not None else None
+            if source is not None:
+                paths.add(source.path)
+        return paths

@@ -39,6 +39,10 @@ class SearchSpec:
     max_concurrent: int = 0  # 0: as many as resources allow
     # Restarts of a failed trial (a killed process, a lost node) from its last checkpoint.
     max_failures: int = 1
+    # Each trial's checkpoints kept on disk: its last keep_last and best keep_best (by the
+    # objective), besides those a trial may still restore from (retention.py). None: all.
+    keep_last: int | None = 2
+    keep_best: int = 1
     resources: TrialResources = field(default_factory=TrialResources)
     storage_path: Path = Path("runs")
 
@@ -88,7 +92,7 @@ def parse_domain(where: str, text: Any) -> Any:
 
 
 _SPEC_KEYS = {"name", "base", "overrides", "space", "scheduler", "num_samples", "max_concurrent", "max_failures",
-              "resources", "storage_path", "eval_every"}
+              "resources", "storage_path", "eval_every", "checkpoints"}
 _SCHED_KEYS = {"name", "perturbation_interval", "quantile_fraction", "resample_probability", "synch"}
 
 
@@ -155,6 +159,10 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
     if not isinstance(num_samples, int) or num_samples < 1:
         raise GantuneError(f"{path}: num_samples must be a positive integer, got {num_samples!r}")
     storage = Path(str(raw.get("storage_path", "runs"))).expanduser()
+    keep = raw.get("checkpoints", {})
+    if keep != "all" and not (isinstance(keep, dict) and set(keep) <= {"keep_last", "keep_best"}):
+        raise GantuneError(f"{path}: checkpoints must be 'all' or a mapping with keep_last (>= 1) and keep_best (>= 0),"
+                           f" got {keep!r}")
 
     def number(where: str, value: Any, cast: type, low: float, high: float = float("inf")) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
@@ -177,6 +185,8 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
         num_samples=num_samples,
         max_concurrent=number("max_concurrent", raw.get("max_concurrent", 0), int, 0),
         max_failures=number("max_failures", raw.get("max_failures", 1), int, 0),
+        keep_last=None if keep == "all" else number("checkpoints.keep_last", keep.get("keep_last", 2), int, 1),
+        keep_best=0 if keep == "all" else number("checkpoints.keep_best", keep.get("keep_best", 1), int, 0),
         resources=resources,
         storage_path=storage.resolve(),
     )

@@ -6,6 +6,7 @@ continues from there. The same Trainer runs inside every Tune trial.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
         trainer.load(found)
         trainer.rollback_to = found
     # Non-finite steps roll back to the latest checkpoint, or to the start.
-    trainer.keep_rollback_point(run_dir / "checkpoints" / "start")
+    start_point = run_dir / "checkpoints" / "start"
+    trainer.keep_rollback_point(start_point)
     start, t0 = trainer.step, time.time()
 
     def progress(step: int, logs: dict[str, float]) -> None:
@@ -36,16 +38,21 @@ def train_local(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, f
         sys.stderr.flush()
 
     metrics: dict[str, float] = {}
-    while trainer.step < cfg.train.steps:
-        logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step), progress=progress)
-        if logs.get("diverged"):
-            metrics = {trainer.objective_name: trainer.diverged_score}
-            sys.stderr.write(f"\ngave up: {trainer.gave_up}; stopping (last checkpoint kept: {trainer.rollback_to})\n")
-            break
-        metrics = trainer.evaluate()
-        trainer.rollback_to = trainer.save(ckpt)
-        sys.stderr.write(f"\nstep {trainer.step}: {trainer.objective_name.removeprefix('metric/')} "
-                         f"{metrics[trainer.objective_name]:.4f}  checkpoint {ckpt}\n")
+    try:
+        while trainer.step < cfg.train.steps:
+            logs = trainer.train(min(cfg.eval.every, cfg.train.steps - trainer.step), progress=progress)
+            if logs.get("diverged"):
+                metrics = {trainer.objective_name: trainer.diverged_score}
+                sys.stderr.write(f"\ngave up: {trainer.gave_up}; stopping (last checkpoint kept: {trainer.rollback_to})\n")
+                break
+            metrics = trainer.evaluate()
+            trainer.rollback_to = trainer.save(ckpt)
+            shutil.rmtree(start_point, ignore_errors=True)  # `latest` is the rollback point now
+            sys.stderr.write(f"\nstep {trainer.step}: {trainer.objective_name.removeprefix('metric/')} "
+                             f"{metrics[trainer.objective_name]:.4f}  checkpoint {ckpt}\n")
+    except (GantuneError, OSError, KeyboardInterrupt):
+        sys.stderr.write("\n")  # the error on a line of its own, not after the progress line
+        raise
     if trainer.logger is not None and metrics:
         trainer.logger.hparams(trainer.hparams(), {trainer.objective_name: metrics[trainer.objective_name]})
     trainer.close()

@@ -124,6 +124,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     import ray
     from ray import tune
 
+    from ray_jobs.retention import CheckpointRetention
     from ray_jobs.summary import print_summary, write_summary
     from ray_jobs.trial import trial_fn
 
@@ -165,16 +166,19 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
                                  resources=dataclasses.asdict(spec.resources)),
             spec.resources.tune_request(),
         )
-        if resume:
+        if resume:  # with the scheduler and retention it started with (both in the tuner state)
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
         else:
+            scheduler = _scheduler(spec)
+            retention = ([] if spec.keep_last is None else
+                         [CheckpointRetention(spec.keep_last, spec.keep_best, spec.objective, spec.mode, scheduler)])
             tuner = tune.Tuner(
                 trainable,
                 param_space=dict(spec.space),
                 tune_config=tune.TuneConfig(
                     metric=spec.objective,
                     mode=spec.mode,
-                    scheduler=_scheduler(spec),
+                    scheduler=scheduler,
                     num_samples=spec.num_samples,
                     max_concurrent_trials=max_concurrent,
                     trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
@@ -183,6 +187,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
                     name=spec.name,
                     storage_path=str(spec.storage_path),
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    callbacks=retention,
                     verbose=1,
                 ),
             )

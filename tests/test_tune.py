@@ -69,8 +69,10 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
 
     # Three trials, four reports each: the worse trial is in the bottom quantile at some report
     # however the two CPUs interleave them, so an exploit always happens.
+    # Retention at its tightest: PBT must still find every checkpoint it clones.
     space = make_space(tmp_path, base_edits={"steps: 6": "steps: 8"},
-                       **{"num_samples: 2": "num_samples: 3", "{cpus_per_worker: 1}": "{cpus_per_worker: 0.5}"})
+                       **{"num_samples: 2": "num_samples: 3\ncheckpoints: {keep_last: 1, keep_best: 1}",
+                          "{cpus_per_worker: 1}": "{cpus_per_worker: 0.5}"})
     proc = gantune("tune", str(space), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tensorboard --logdir" in proc.stdout and "not FID" in proc.stdout
@@ -109,6 +111,14 @@ def test_pbt_search_exploits_with_weights_and_writes_summary(tmp_path: Path) -> 
     last_restore = [h for h in t["history"] if "restored_from" in h][-1]
     assert t["lineage"][-1]["from_trial"] == last_restore["restored_from"]
     assert t["lineage"][-1]["step"] == last_restore["restored_step"]
+
+    # 12 checkpoints reported; each trial keeps its last and its best, and at most one more that
+    # PBT still held as a clone source when the trial last reported.
+    kept = {t["trial_id"]: sorted(Path(t["path"]).glob("checkpoint_*")) for t in trials}
+    assert all(1 <= len(k) <= 3 for k in kept.values()), kept
+    assert sum(map(len, kept.values())) < 12, kept
+    for k in kept.values():  # the last one is whole, at the final step
+        assert json.loads((k[-1] / "COMPLETE").read_text())["step"] == 8
 
 
 @pytest.mark.slow
