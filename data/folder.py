@@ -4,12 +4,15 @@ A dataset folder holds root/imgs/<stem>.jpg|.jpeg|.png (photos of any size, aspe
 and root/labels/<stem>.png (single-channel, pixel values are class ids). `pair_files` pairs
 them by stem and rejects pairing mistakes at once; `load_pair` reads and checks one pair;
 `FolderDataset` serves training items; `validate_folder` checks every pair up front, so a
-trainer fails before its first step rather than hours into a run. Every mistake is a one-line
-GantuneError naming the file.
+trainer fails before its first step rather than hours into a run. `check_image` and
+`check_images` are the cheap up-front check of any image folder (the SR, unpaired and
+inpainting sets): the header's size and mode, and that the whole file is there, without a full
+decode where the format allows. Every mistake is a one-line GantuneError naming the file.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I;16N", "I")  # single channel, integer
+# Photos deeper than 8 bits: PIL's convert("RGB") clips them at 255, a silently white image.
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# Images PIL reads that the layout leaves out: refused by name rather than silently skipped.
+OTHER_IMAGE_SUFFIXES = (".bmp", ".gif", ".tif", ".tiff", ".webp")
 MODES = ("resize", "crop")
 _SHOW = 3  # how many offending files one message names
 # What PIL raises on a broken file: OSError for most (truncated included), but corrupt headers
@@ -48,8 +55,11 @@ def pair_files(root: Path) -> list[tuple[Path, Path]]:
         if not folder.is_dir():
             raise GantuneError(f"{folder}: folder not found (a dataset folder holds imgs/ with "
                                f"photos and labels/ with class-id PNGs; this one is for {what})")
-    images = _by_stem(imgs_dir, IMAGE_SUFFIXES)
-    labels = _by_stem(labels_dir, (".png",))
+    images = _by_stem(imgs_dir, IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES,
+                      "photos are read from .jpg, .jpeg or .png only; convert it or move it out")
+    labels = _by_stem(labels_dir, (".png",), (".jpg", ".jpeg", *OTHER_IMAGE_SUFFIXES),
+                      "labels are read from .png only (a lossy or other format changes class ids); "
+                      "write it as a PNG of class ids or move it out")
     if not images:
         raise GantuneError(f"{imgs_dir}: no images (expected *.jpg, *.jpeg or *.png files)")
     unlabelled = [images[s] for s in sorted(images.keys() - labels.keys())]
@@ -63,11 +73,16 @@ def pair_files(root: Path) -> list[tuple[Path, Path]]:
     return [(images[s], labels[s]) for s in sorted(images)]
 
 
-def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+def _by_stem(folder: Path, suffixes: tuple[str, ...], refused: tuple[str, ...], why: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        # Hidden files are editor droppings and our own half-written temp files.
-        if path.name.startswith(".") or path.suffix.lower() not in suffixes:
+        # Hidden files are editor droppings and our own half-written temp files; other files
+        # (notes, class lists) are not data.
+        if path.name.startswith("."):
+            continue
+        if path.suffix.lower() in refused:
+            raise GantuneError(f"{path}: {why}")
+        if path.suffix.lower() not in suffixes:
             continue
         if path.stem in found:
             raise GantuneError(f"{path}: two files with stem {path.stem!r} "
@@ -85,14 +100,64 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _check_photo_mode(path: Path, mode: str) -> None:
+    if mode in DEEP_MODES:
+        raise GantuneError(f"{path}: mode {mode} (more than 8 bits a channel) would be clipped to white as RGB; "
+                           f"save the photo as 8-bit RGB or grayscale")
+
+
 def read_image(path: Path) -> Image.Image:
     """The photo at path as RGB. Truncated files fail here rather than load half an image."""
     try:
         with Image.open(path) as im:
             im.load()
+            _check_photo_mode(path, im.mode)
             return im.convert("RGB")  # a copy even when already RGB: `with` closes im
     except _DECODE_ERRORS as e:
         raise GantuneError(f"{path}: cannot read image ({_one_line(e)})") from None
+
+
+def check_image(path: Path, what: str = "image", photo: bool = True) -> tuple[int, int]:
+    """(width, height) of the image at path, checked without a full decode where the format allows:
+    a PNG's chunks are read to IEND with their CRCs, a JPEG is decoded at 1/8 scale (every byte
+    still read), other formats in full. A cut or damaged file fails here, naming it; so does a
+    photo deeper than 8 bits. Cached on the file's size and mtime: a train and an evaluation set
+    of one folder check it once."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise GantuneError(f"{path}: cannot read {what} ({e.strerror})") from None
+    return _check_image(str(path), st.st_size, st.st_mtime_ns, what, photo)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _check_image(path: str, nbytes: int, mtime_ns: int, what: str, photo: bool) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+            if im.format == "PNG":
+                im.verify()
+            else:
+                if im.format == "JPEG":
+                    im.draft("RGB", (1, 1))
+                im.load()
+    except _DECODE_ERRORS as e:
+        raise GantuneError(f"{path}: cannot read {what} ({_one_line(e)})") from None
+    if photo:
+        _check_photo_mode(Path(path), mode)
+    return size
+
+
+def check_images(paths: list[Path], desc: str, min_side_px: int = 0, what: str = "image",
+                 photo: bool = True) -> None:
+    """check_image for each of paths, with a progress bar for large folders; min_side_px refuses an
+    image narrower or lower than that (a crop that does not fit), naming the file."""
+    for path in tqdm(paths, desc=desc, unit="img", disable=True if len(paths) < 200 else None):
+        w, h = check_image(path, what, photo)
+        if w < min_side_px or h < min_side_px:
+            raise GantuneError(f"{path}: {what} is {w}x{h} px, smaller than data.size_px={min_side_px} (the "
+                               f"{min_side_px}x{min_side_px} px crop)")
 
 
 def read_label(path: Path, num_classes: int) -> np.ndarray:
@@ -117,24 +182,30 @@ def read_label(path: Path, num_classes: int) -> np.ndarray:
     return ids.astype(np.uint8 if num_classes <= 256 else np.int32)
 
 
+def _check_same_size(image_path: Path, size: tuple[int, int], label_path: Path, ids: np.ndarray) -> None:
+    if size != (ids.shape[1], ids.shape[0]):
+        raise GantuneError(f"{label_path}: label is {ids.shape[1]}x{ids.shape[0]} px but its "
+                           f"image {image_path} is {size[0]}x{size[1]} px")
+
+
 def load_pair(image_path: Path, label_path: Path, num_classes: int
               ) -> tuple[Image.Image, np.ndarray]:
     """One checked pair: the RGB photo and its HxW class ids, of the same size."""
     image = read_image(image_path)
     ids = read_label(label_path, num_classes)
-    if image.size != (ids.shape[1], ids.shape[0]):
-        raise GantuneError(f"{label_path}: label is {ids.shape[1]}x{ids.shape[0]} px but its "
-                           f"image {image_path} is {image.size[0]}x{image.size[1]} px")
+    _check_same_size(image_path, image.size, label_path, ids)
     return image, ids
 
 
 def validate_folder(root: Path, num_classes: int = 29) -> int:
-    """Read and check every pair under root; returns the number of pairs."""
+    """Check every pair under root; returns the number of pairs. Labels are decoded in full (every
+    class id is checked), photos by check_image (whole and readable, of their label's size)."""
     _check_num_classes(num_classes)
     pairs = pair_files(root)
     for image_path, label_path in tqdm(pairs, desc=f"checking {root}", unit="pair",
                                        disable=True if len(pairs) < 200 else None):
-        load_pair(image_path, label_path, num_classes)
+        size = check_image(image_path)
+        _check_same_size(image_path, size, label_path, read_label(label_path, num_classes))
     log.info("%s: %d image/label pairs are valid", root, len(pairs))
     return len(pairs)
 

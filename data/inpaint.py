@@ -6,7 +6,9 @@ the built-in scenes or a folder of images (resized to S). The holes are:
 - `freeform`: DeepFill v2's free-form masks (Yu et al. 2019): a few strokes of random vertices,
   angles, lengths and brush widths, plus random boxes; or
 - `files`: masks read from a folder (any image; a pixel above 0 is a hole, as PD-GAN's irregular
-  masks), resized by nearest neighbour, flipped at random in training.
+  masks), resized by nearest neighbour, flipped at random in training. Each mask is checked when
+  the set is built: readable, and at data.size_px neither without a hole (thin strokes of a much
+  larger mask vanish in the resize) nor all hole (nothing left to fill from).
 
 Training draws holes from torch's RNG; the evaluation set from a generator seeded per item, so
 its holes are the same at every evaluation.
@@ -14,6 +16,7 @@ its holes are the same at every evaluation.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from data.folder import read_image
+from data.folder import check_image, check_images, read_image
 from data.scenes import render_scene
 from gantune.errors import GantuneError
 from metrics.image_folder import list_images
@@ -66,7 +70,11 @@ class InpaintDataset(Dataset):
             raise GantuneError("masks 'files' needs a mask folder")
         self.size_px, self.seed, self.train, self.flip, self.masks = size_px, seed, train, flip, masks
         self.files = list_images(root, min_count=1) if root is not None else []
+        check_images(self.files, f"checking {root}")
         self.mask_files = list_images(mask_root, min_count=1) if masks == "files" else []
+        for path in tqdm(self.mask_files, desc=f"checking {mask_root}", unit="mask",
+                         disable=True if len(self.mask_files) < 200 else None):
+            check_mask(path, size_px)
         self.n = len(self.files) if root is not None else n
         if self.n < 1:
             raise GantuneError("InpaintDataset: needs n >= 1 scenes or a folder of images")
@@ -95,12 +103,36 @@ class InpaintDataset(Dataset):
         if self.masks == "freeform":
             return freeform_mask(self.size_px, rng)
         path = self.mask_files[int(rng.integers(len(self.mask_files))) if self.train else index % len(self.mask_files)]
-        try:
-            with Image.open(path) as im:
-                mask = im.convert("L").resize((self.size_px, self.size_px), Image.NEAREST)
-        except OSError as e:
-            raise GantuneError(f"{path}: cannot read mask ({e})") from None
-        holes = (np.asarray(mask) > 0).astype(np.float32)
+        holes = _read_mask(path, self.size_px)
         if self.train and rng.random() < 0.5:
             holes = holes[:, ::-1]
         return np.ascontiguousarray(holes)
+
+
+def _read_mask(path: Path, size_px: int) -> np.ndarray:
+    """(size_px, size_px) float32 holes of the mask file at path (pixels above 0), resized by
+    nearest neighbour."""
+    try:
+        with Image.open(path) as im:
+            mask = im.convert("L").resize((size_px, size_px), Image.NEAREST)
+    except OSError as e:
+        raise GantuneError(f"{path}: cannot read mask ({' '.join(str(e).split())})") from None
+    return (np.asarray(mask) > 0).astype(np.float32)
+
+
+def check_mask(path: Path, size_px: int) -> None:
+    """Refuse a mask file that is cut short or unreadable, or that at size_px has no hole (thin
+    strokes of a much larger mask vanish in the resize) or nothing but hole (nothing to fill from)."""
+    st = path.stat()
+    holes = _hole_fraction(str(path), st.st_size, st.st_mtime_ns, size_px)
+    if holes in (0.0, 1.0):
+        raise GantuneError(f"{path}: mask has {'no' if holes == 0 else 'nothing but'} hole at data.size_px={size_px} "
+                           f"(a pixel above 0 is a hole; thin strokes of a much larger mask vanish in the "
+                           f"nearest-neighbour resize)")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _hole_fraction(path: str, nbytes: int, mtime_ns: int, size_px: int) -> float:
+    # Cached on the file's size and mtime: a training and an evaluation set read each mask once.
+    check_image(Path(path), "mask", photo=False)
+    return float(_read_mask(Path(path), size_px).mean())

@@ -11,7 +11,9 @@ The high-resolution images are the built-in scenes or a folder of images (random
   quality (kornia's differentiable codec).
 
 Training draws each degradation from torch's RNG; the evaluation set draws from a generator
-seeded by the item, so its inputs are the same at every evaluation.
+seeded by the item, so its inputs are the same at every evaluation. A folder's images (and the
+noise patches) are checked when the set is built: each readable and whole, and each at least
+the crop, so a bad file fails before the first step.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from data.folder import read_image
+from data.folder import check_images, read_image
 from data.scenes import render_scene
 from gantune.errors import GantuneError
 from metrics.image_folder import list_images
@@ -96,8 +98,11 @@ def _noise_patch(patches: tuple[Path, ...], size: tuple[int, int], gen: torch.Ge
 
 
 def noise_patches(root: Path) -> tuple[Path, ...]:
-    """The noise patches of a folder (any images), checked to exist."""
-    return tuple(list_images(root, min_count=1))
+    """The noise patches of a folder (any images, any size: a small one is tiled), checked to
+    exist and to be readable."""
+    files = list_images(root, min_count=1)
+    check_images(files, f"checking {root}", what="noise patch")
+    return tuple(files)
 
 
 class SRDataset(Dataset):
@@ -114,6 +119,8 @@ class SRDataset(Dataset):
             raise GantuneError(f"data.size_px={size_px} must be a multiple of the SR scale {degradation.scale}")
         self.d, self.size_px, self.seed, self.train, self.flip = degradation, size_px, seed, train, flip
         self.files = list_images(root, min_count=1) if root is not None else []
+        # Every image must hold the high-resolution crop; its low-resolution input is made from it.
+        check_images(self.files, f"checking {root}", min_side_px=size_px)
         self.n = len(self.files) if root is not None else n
         if self.n < 1:
             raise GantuneError("SRDataset: needs n >= 1 scenes or a folder of images")

@@ -6,7 +6,8 @@ with a random B; the evaluation set pairs them by index, so its inputs never cha
 
 - The built-in scenes: domain A is summer days, domain B winter days, rendered from different
   layouts (B's scenes come from another seed), so no B is the translation of an A.
-- A folder in CycleGAN's layout: trainA/, trainB/, testA/, testB/ of images, resized to S.
+- A folder in CycleGAN's layout: trainA/, trainB/, testA/, testB/ of images, resized to S,
+  each checked to be readable and whole when the set is built.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data.folder import read_image
+from data.folder import check_images, read_image
 from data.scenes import Style, render_scene
 from gantune.errors import GantuneError
 from metrics.image_folder import list_images
@@ -67,6 +68,8 @@ class UnpairedFolder(UnpairedScenes):
     def __init__(self, root: Path, size_px: int, *, train: bool = True, flip: bool = False) -> None:
         split = "train" if train else "test"
         self.files = {d: list_images(_domain_dir(root, split + d), min_count=1) for d in ("A", "B")}
+        for d, files in self.files.items():
+            check_images(files, f"checking {Path(root) / (split + d)}")
         super().__init__(len(self.files["A"]), size_px, train=train, flip=flip)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 outputs on them: the objective (Inception statistics of the real set for fid and kid, cached;
 the paired real images for psnr, ssim and l1) and the family's paired columns beside it.
 
-Built once, on rank 0, at the first evaluation (trainer.py).
+Built once, on rank 0, at the first evaluation (trainer.py). `check_eval_set` refuses an
+evaluation set too small for its objective: fewer images than data.n_eval (a folder's set is cut
+to n_eval, never padded, so a small folder would be scored on fewer), or fewer than two for fid and
+kid (a covariance, an unbiased MMD). Evaluation runs it first; it is cheap (a length), so the
+trainer can run it when the sets are built.
 """
 
 from __future__ import annotations
@@ -14,14 +18,37 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gantune.errors import GantuneError
 from metrics import objectives
 from ray_jobs.config import Config
+from ray_jobs.family_config import LABEL_FAMILIES, UNPAIRED_FAMILIES
+
+
+def _eval_images(family: str) -> str:
+    """What a data.root folder holds the evaluation images of model.family as."""
+    if family in UNPAIRED_FAMILIES:
+        return "images in testA/"
+    return "image/label pairs" if family in LABEL_FAMILIES else "images"
+
+
+def check_eval_set(cfg: Config, eval_set: Dataset) -> None:
+    """Refuse an evaluation set that cannot give the objective its sample count (one line)."""
+    d, e = cfg.data, cfg.eval
+    n = len(eval_set)  # type: ignore[arg-type]
+    if n < d.n_eval:  # only a folder can hold fewer: the scenes are rendered to n_eval
+        raise GantuneError(f"{d.root}: {n} evaluation {_eval_images(cfg.model.family)}, fewer than "
+                           f"data.n_eval={d.n_eval} (the objective is scored on that many); add images or lower "
+                           f"data.n_eval")
+    if e.objective in objectives.INCEPTION_OBJECTIVES and n < 2:
+        raise GantuneError(f"data.n_eval={n}: eval.objective {e.objective} needs at least 2 evaluation images "
+                           f"(a covariance of their features)")
 
 
 class Evaluation:
     def __init__(self, cfg: Config, family: Any, eval_set: Dataset, device: torch.device) -> None:
         from metrics.paired import PairedEvaluator
 
+        check_eval_set(cfg, eval_set)  # before any image is read: never a score on too few
         e = cfg.eval
         self.cfg, self.device = cfg, device
         loader = DataLoader(eval_set, batch_size=e.batch_size, shuffle=False)

@@ -40,7 +40,7 @@ from ray_jobs import config as config_lib
 from ray_jobs import distributed as ddp
 from ray_jobs.config import Config
 from ray_jobs.engines import deepspeed_config, ema_beta, step_if_finite
-from ray_jobs.evaluation import Evaluation
+from ray_jobs.evaluation import Evaluation, check_eval_set
 from ray_jobs.families import FAMILIES
 from ray_jobs.families.base import learning_rate
 from ray_jobs.logging_tb import TrialLogger
@@ -84,6 +84,7 @@ class Trainer:
 
         # Load training set.
         self.train_set, self.eval_set = self.family.datasets()
+        check_eval_set(cfg, self.eval_set)  # too few evaluation images: refused before the first step
         self._batches = self._batch_iterator()
         self.engines: dict[str, Any] = {}  # net name -> DeepSpeed engine, in the family's order
         self.ema: dict[str, torch.nn.Module] = {}  # net name -> its EMA copy (float32, eval mode)
@@ -131,7 +132,8 @@ class Trainer:
         """This rank's share of the global batches, from the current step on."""
         n, global_batch = len(self.train_set), self.cfg.optim.batch_size  # type: ignore[arg-type]
         if n < global_batch:
-            raise GantuneError(f"the training set has {n} images, fewer than optim.batch_size={global_batch}")
+            where = f"{self.cfg.data.root}: " if self.cfg.data.source == "folder" else ""
+            raise GantuneError(f"{where}the training set has {n} images, fewer than optim.batch_size={global_batch}")
 
         def loader(epoch: int, start: int) -> DataLoader:
             # Each rollback draws another order, so the steps it replays see other batches.

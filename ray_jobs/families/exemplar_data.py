@@ -12,6 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from data import exemplars as ex
+from gantune.errors import GantuneError
 from ray_jobs.config import Config
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,12 @@ def _ranking(cfg: Config, mode: str, queries: Dataset, pool: Dataset, training: 
 
 def exemplar_datasets(cfg: Config, train: Dataset, evals: Dataset) -> tuple[Dataset, Dataset]:
     """The training and evaluation sets with an exemplar per item, both drawn from train."""
-    e = cfg.exemplar
+    e, d = cfg.exemplar, cfg.data
+    n = len(train)  # type: ignore[arg-type]
+    if n < 2:  # a pair's exemplar is another pair's photo
+        where = f"{d.root}: {n} training pair" if d.source == "folder" else f"data.n_train={n}"
+        raise GantuneError(f"{where}: exemplar retrieval needs at least 2 training pairs (an exemplar is another "
+                           f"pair's photo)")
     train_ranking = _ranking(cfg, e.train_retrieval, train, train, training=True)
     eval_ranking = _ranking(cfg, e.eval_retrieval, evals, train, training=False)
     return (ex.ExemplarDataset(train, train, train_ranking, draw=True, self_ref_prob=e.self_ref_prob),
