@@ -218,3 +218,26 @@ def test_d_ratio_must_be_an_integer_or_its_inverse() -> None:
         C.with_values(C.Config(), {"train.d_ratio": 1.5})
     with pytest.raises(GantuneError, match="train.d_ratio=2.0 has no effect: model.family 'rdn' has no D"):
         C.with_values(C.Config(), {"model.family": "rdn", "data.size_px": 32, "train.d_ratio": 2.0})
+
+
+def test_a_cpu_engine_compiles_no_deepspeed_op(tmp_path: Path) -> None:
+    """On a fresh machine DeepSpeed's CPU backend would JIT-compile its shared-memory all-reduce
+    (74 s) for the first engine; training does not use it, so nothing is built."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from ray_jobs import config as C; from ray_jobs.trainer import Trainer\n"
+        "cfg = C.with_values(C.Config(), {'data.size_px': 32, 'data.n_train': 4, 'data.n_eval': 4, 'model.ngf': 4,\n"
+        "    'model.ndf': 8, 'model.num_D': 1, 'optim.batch_size': 2, 'loss.random_backbones': True,\n"
+        "    'eval.random_weights': True})\n"
+        "tr = Trainer(cfg, Path(sys.argv[1])); tr.train(1)\n"
+        "import deepspeed.comm.comm as dc; assert dc.cdb.shm_comm_op is None\n"
+    )
+    extensions = tmp_path / "torch_extensions"  # empty, as on a fresh machine
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not extensions.exists() or not any(extensions.rglob("*.so")), sorted(extensions.rglob("*"))
