@@ -32,7 +32,8 @@ def _eval_images(family: str) -> str:
 
 
 def check_eval_set(cfg: Config, eval_set: Dataset) -> None:
-    """Refuse an evaluation set that cannot give the objective its sample count (one line)."""
+    """Refuse an evaluation set that cannot give the objective its sample count, or an Inception
+    objective whose official weights are missing (one line)."""
     d, e = cfg.data, cfg.eval
     n = len(eval_set)  # type: ignore[arg-type]
     if n < d.n_eval:  # only a folder can hold fewer: the scenes are rendered to n_eval
@@ -42,6 +43,11 @@ def check_eval_set(cfg: Config, eval_set: Dataset) -> None:
     if e.objective in objectives.INCEPTION_OBJECTIVES and n < 2:
         raise GantuneError(f"data.n_eval={n}: eval.objective {e.objective} needs at least 2 evaluation images "
                            f"(a covariance of their features)")
+    if e.objective in objectives.INCEPTION_OBJECTIVES and not e.random_weights:
+        from backbones import pretrained
+
+        # Loaded at the first evaluation: missing weights fail now, with the file and the fetch command.
+        pretrained.locate("inception", e.weights_dir or None)
 
 
 class Evaluation:

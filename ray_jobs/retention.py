@@ -10,7 +10,9 @@ prunes instead, in the driver, where it sees what is still needed:
 - the last `keep_last` and the best `keep_best` checkpoints of the trial (by the objective);
 - every trial's latest checkpoint, which for an exploited trial is its donor's (it restarts
   from it);
-- every checkpoint PBT holds as a clone source (`ResumablePBT.clone_sources`).
+- every checkpoint PBT holds as a clone source (`ResumablePBT.clone_sources`);
+- each trial's checkpoint as Tune's last two saved experiment states name it, where a resumed
+  search restarts it.
 
 A pruned checkpoint leaves Tune's list too, so the best checkpoint in summary.json and a
 restored search never name a deleted folder.
@@ -34,6 +36,21 @@ class CheckpointRetention(Callback):
         # The scheduler Tune runs: pickled with this callback in the tuner state, so a restored
         # search gets the restored scheduler here too.
         self.scheduler = scheduler
+        # Each trial's latest checkpoint as Tune's last two saved experiment states name it: a
+        # search resumed after its driver was killed restarts each trial from there (the newer
+        # state may still be on its way to the storage path).
+        self._saved: list[set[str]] = []
+        self._trials: list[Any] = []
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not self._saved:  # a fresh or restored search: the state it started from names these
+            self._saved = [{t.checkpoint.path for t in trials if t.checkpoint is not None}]
+        self._trials = trials
+
+    def get_state(self) -> dict[str, Any] | None:
+        # Tune calls this as it saves its experiment state.
+        self._saved = [{t.checkpoint.path for t in self._trials if t.checkpoint is not None}, *self._saved[:1]]
+        return None
 
     def on_checkpoint(self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any) -> None:
         # Called before Tune registers `checkpoint`, which is the trial's newest: it counts
@@ -72,6 +89,6 @@ class CheckpointRetention(Callback):
         """Checkpoints a trial may still restore from: the latest of each of `trials` (an
         exploited trial's is its donor's; the reporting trial's own is superseded by the one it
         reports) and PBT's clone sources."""
-        paths = {t.checkpoint.path for t in trials if t.checkpoint is not None}
+        paths = {t.checkpoint.path for t in trials if t.checkpoint is not None}.union(*self._saved)
         sources = getattr(self.scheduler, "clone_sources", None)
         return paths | set(sources()) if sources is not None else paths

@@ -143,6 +143,9 @@ def load_spec(path: str | os.PathLike[str]) -> SearchSpec:
     if isinstance(sched, str):
         sched = {"name": sched}
     for key in sched:
+        if key in ("metric", "mode"):  # Tune's own names: here the base config says what a search optimises
+            raise GantuneError(f"{path}: scheduler.{key} is not set here: every scheduler optimises the base config's "
+                               f"eval.objective (and eval.mode), got {key}={sched[key]!r}")
         if key not in _SCHED_KEYS:
             raise GantuneError(f"{path}: unknown scheduler key {key!r}" + config_lib._suggest(str(key), sorted(_SCHED_KEYS)))
     if sched.get("name", "none") not in _SCHEDULERS:

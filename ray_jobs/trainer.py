@@ -59,8 +59,6 @@ class Trainer:
         import deepspeed
 
         self.cfg, self.run_dir, self.trial_id = cfg, Path(run_dir), trial_id
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.write(cfg, self.run_dir / "config.yaml")
 
         # Distributed set-up.
         ddp.init_distributed()
@@ -120,6 +118,9 @@ class Trainer:
 
         # Evaluation: fixed labels, fixed noise, cached real statistics.
         self._evaluation: Evaluation | None = None  # built at the first evaluation, on rank 0
+        # The run folder once every check passed (data, weights, engines): a refused run leaves none.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.write(cfg, self.run_dir / "config.yaml")
         self.logger = TrialLogger(self.run_dir / "tb") if self.rank == 0 else None
 
     # ----------------------------------------------------------------------------------------

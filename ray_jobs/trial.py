@@ -31,6 +31,16 @@ def searched_values(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if "." in k}
 
 
+def trial_dir() -> Path:
+    """The trial's folder on the storage path, which every node sees (TensorBoard, the rollback
+    point, multi-worker segments). Not `get_trial_dir()`: that is a working folder under the
+    node's own /tmp/ray, copied to the storage path only now and then, and not seen by the
+    workers of a segment on other nodes."""
+    from ray.train._internal.session import get_session
+
+    return Path(get_session().storage.trial_fs_path)
+
+
 def trial_fn(config: dict[str, Any], base_config: dict[str, Any], resources: dict[str, Any]) -> None:
     cfg = config_lib.with_values(config_lib.from_dict(base_config, "base config"), searched_values(config))
     res = TrialResources(**resources)
@@ -43,7 +53,7 @@ def trial_fn(config: dict[str, Any], base_config: dict[str, Any], resources: dic
 
 def _in_process(cfg: Config, hp: dict[str, Any]) -> None:
     ctx = tune.get_context()
-    trainer = Trainer(cfg, Path(ctx.get_trial_dir()), trial_id=ctx.get_trial_id())
+    trainer = Trainer(cfg, trial_dir(), trial_id=ctx.get_trial_id())
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # Tune's copy on the storage path; an earlier one if it is torn
         path = usable(Path(checkpoint.path))
@@ -51,7 +61,7 @@ def _in_process(cfg: Config, hp: dict[str, Any]) -> None:
         trainer.rollback_to = path
     # Non-finite steps roll back to the last reported checkpoint, or to the start (kept until
     # the first report).
-    start = Path(ctx.get_trial_dir()) / ".rollback_start"
+    start = trial_dir() / ".rollback_start"
     trainer.keep_rollback_point(start)
     # A clone of a donor's final checkpoint still reports once, so the trial's result is its
     # own score on the weights it now holds.
@@ -76,10 +86,10 @@ def _in_process(cfg: Config, hp: dict[str, Any]) -> None:
 
 def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
     ctx = tune.get_context()
-    trial_dir, trial_id = Path(ctx.get_trial_dir()), ctx.get_trial_id()
+    trial_path, trial_id = trial_dir(), ctx.get_trial_id()
     # Train's copies of earlier segments: a trial PBT exploits is stopped inside tune.report,
     # before it could drop them. None of its segments runs now.
-    shutil.rmtree(trial_dir / "segments", ignore_errors=True)
+    shutil.rmtree(trial_path / "segments", ignore_errors=True)
     checkpoint = tune.get_checkpoint()  # Tune's copy on the storage path, which every node sees
     resume_from = str(usable(Path(checkpoint.path))) if checkpoint is not None else None  # torn: an earlier one
     meta = read_meta(Path(resume_from)) if resume_from is not None else {"step": 0, "trial_id": trial_id}
@@ -92,7 +102,7 @@ def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
             step = min(step + cfg.eval.every, cfg.train.steps)
             tune.report({**gave_up, "step": step, "exploit/from_trial": "", "exploit/from_step": -1, **hp})
             continue
-        report, segment_ckpt = run_segment(config_lib.to_dict(cfg), res, trial_dir, trial_id, resume_from)
+        report, segment_ckpt = run_segment(config_lib.to_dict(cfg), res, trial_path, trial_id, resume_from)
         tune.report({**report, **hp}, checkpoint=segment_ckpt)
         drop_segment(segment_ckpt)
         if report["diverged"]:

@@ -10,6 +10,7 @@ objective and perturbs the searched keys. `--smoke` shrinks any search to a firs
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -25,6 +26,26 @@ from ray_jobs import config as config_lib
 from ray_jobs.space import SearchSpec, load_spec, parse_resources
 
 log = logging.getLogger(__name__)
+
+
+def _check_tune_state(exp_dir: Path) -> None:
+    """Refuse to resume from Tune state files cut short: Tune copies them to the storage path file
+    by file, overwriting in place, so a driver killed mid-copy can leave one empty; Tune would then
+    log a warning and start the search over in the same folder (measured)."""
+    import ray.cloudpickle as cloudpickle
+
+    for pattern in ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl",
+                    "callback-states-*.pkl"):
+        newest = max(exp_dir.glob(pattern), default=None)  # Tune reads the newest by name
+        if newest is None:
+            continue
+        try:
+            data = newest.read_bytes()
+            # basic-variant-state-*.json is a pickle, whatever its name says
+            json.loads(data) if newest.name.startswith("experiment_state-") else cloudpickle.loads(data)
+        except Exception:  # whatever a cut-short file raises (EOFError, UnpicklingError, ValueError)
+            raise GantuneError(f"{newest}: Tune's search state is cut short (the driver was killed while Tune "
+                               f"copied it?); this search cannot be resumed") from None
 
 
 def _check_batch(spec: SearchSpec) -> None:
@@ -144,6 +165,8 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
         raise GantuneError(f"{spec.path}: storage_path {spec.storage_path} is not writable ({e.strerror or e})") from None
     if resume and not tune.Tuner.can_restore(str(exp_dir)):
         raise GantuneError(f"{exp_dir}: no search to resume there (run without --resume to start one)")
+    if resume:
+        _check_tune_state(exp_dir)
     if not resume and exp_dir.exists() and any(exp_dir.iterdir()):
         raise GantuneError(f"{exp_dir}: a search already exists; pass --resume to continue it, or change name")
 

@@ -112,6 +112,16 @@ CASES: list[tuple[str, dict[str, tuple[str, dict[str, str]]], list[str], str]] =
     ("a scene size off the range", {}, ["data", "scenes", "out", "--size", "16"], "32..512"),
     ("FID of a missing folder", {}, ["fid", "nowhere_a", "nowhere_b", "--random-weights"], "nowhere_a"),
     ("unknown weights", {}, ["weights", "verify", "resnet"], "resnet"),
+    ("scheduler without a metric", {"base.yaml": (CONFIG, {"random_weights: true": "random_weights: true, objective: null"}),
+                                    "s.yaml": (SPACE, {})}, ["tune", "s.yaml"], "base.yaml: eval.objective must be str"),
+    ("scheduler with Tune's metric key", {"base.yaml": (CONFIG, {}),
+                                          "s.yaml": (SPACE, {"perturbation_interval: 1": "perturbation_interval: 1, metric: loss"})},
+     ["tune", "s.yaml"], "scheduler.metric is not set here: every scheduler optimises the base config's eval.objective"),
+    # ---- pretrained weights missing from the (empty) hub cache: the file and the fetch command
+    ("FID Inception weights missing", {"c.yaml": (CONFIG, {"random_weights: true": "random_weights: false"})},
+     ["train", "c.yaml"], "put pt_inception-2015-12-05-6726825d.pth in"),
+    ("VGG19 weights missing", {"c.yaml": (CONFIG, {"spade: {lambda_vgg: 0.0}": "spade: {lambda_vgg: 10.0}"})},
+     ["train", "c.yaml"], "`gantune weights fetch vgg19` downloads it"),
     ("a bad option value", {}, ["data", "scenes", "out", "--n", "-3"], "expected a positive integer, got -3"),
     ("an unknown command", {}, ["serve"], "invalid choice: 'serve'"),
 ]
