@@ -95,6 +95,8 @@ def _fail_together(error: BaseException | None, tmp: Path, ckpt_dir: Path, rank:
     gave up): the temp folder goes, the previous checkpoint stays, and the error is one line."""
     if not ddp.any_rank(error is not None):
         return
+    if error is not None:  # the full story for `gantune -v`: a RuntimeError may be a bug, not the disk
+        log.debug("saving %s failed", ckpt_dir, exc_info=error)
     free = shutil.disk_usage(tmp.parent).free if tmp.parent.exists() else None
     ddp.barrier()  # every rank is done writing into tmp
     if rank == 0:

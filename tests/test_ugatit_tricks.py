@@ -176,7 +176,8 @@ def train_two_steps(tmp_path: Path, name: str, **values: object) -> tuple[dict[s
     from ray_jobs.trainer import Trainer
 
     cfg = C.with_values(C.Config(), {"model.family": "ugatit", "data.size_px": 32, "data.n_train": 2,
-                                     "optim.batch_size": 2, **FAMILIES["ugatit"].smoke_overrides, **values})
+                                     "optim.batch_size": 2, "eval.random_weights": True,
+                                     **FAMILIES["ugatit"].smoke_overrides, **values})
     tr = Trainer(cfg, tmp_path / name)
     logs = tr.train(2)
     params = {net: torch.cat([p.detach().flatten() for p in tr.engines[net].module.parameters()]) for net in ("G", "D")}

@@ -136,7 +136,8 @@ def test_a_pbt_exploit_may_bring_other_loss_weights_but_not_another_net(tmp_path
 
     def config(**values: object) -> C.Config:
         return C.with_values(C.Config(), {"model.family": "ugatit", "data.size_px": 32, "data.n_train": 2,
-                                          "optim.batch_size": 2, **FAMILIES["ugatit"].smoke_overrides, **values})
+                                          "optim.batch_size": 2, "eval.random_weights": True,
+                                          **FAMILIES["ugatit"].smoke_overrides, **values})
 
     ckpt = Trainer(config(), tmp_path / "donor").save(tmp_path / "ckpt")
     # The searched weights are floats of the family's section: another trial's checkpoint loads.
