@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -116,7 +117,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_tune(args: argparse.Namespace) -> None:
     from ray_jobs.tune_driver import run_search
 
-    run_search(args.space, resume=args.resume, smoke=args.smoke)
+    run_search(args.space, resume=args.resume, smoke=args.smoke, ray_address=args.address or None)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue an interrupted search")
     tune.add_argument("--smoke", action="store_true",
                       help="2 trials, 2 evaluations of a few steps, smallest width: a first try")
+    tune.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="HOST:PORT",
+                      help="join this running Ray cluster (one started with `ray start`; default "
+                           "$RAY_ADDRESS) instead of starting one on this machine")
     tune.set_defaults(handler=_cmd_tune)
 
     demo = sub.add_parser("demo", help="PBT on the built-in scenes (tune_spaces/demo.yaml)")

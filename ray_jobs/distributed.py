@@ -23,12 +23,12 @@ def init_distributed() -> None:
 
     A one-process group uses an in-memory store, so concurrent trials never race for a port.
     """
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo":  # also where Ray Train made the group: its workers build engines too
+        _skip_shm_allreduce_op()
     if dist.is_initialized():
         return
     os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it is set
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "gloo":
-        _skip_shm_allreduce_op()
     if "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group(backend)
     else:

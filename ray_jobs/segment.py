@@ -13,7 +13,9 @@ trial's own stale checkpoint instead of the one PBT cloned in.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -22,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}  # Ray's placement strategies for the workers
+# In the trial's folder: the placement group of the segment running now (written by rank 0).
+PLACEMENT_RECORD = ".segment_placement_group"
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,8 @@ def segment_worker(loop_config: dict[str, Any]) -> None:
     from ray_jobs.trainer import Trainer
 
     t0 = time.perf_counter()
+    if ray.train.get_context().get_world_rank() == 0:
+        _record_placement_group(Path(loop_config["trial_dir"]))
     cfg = config_lib.from_dict(loop_config["config"], "trial config")
     trainer = Trainer(cfg, Path(loop_config["trial_dir"]), trial_id=loop_config["trial_id"])
     t1 = time.perf_counter()
@@ -138,6 +146,44 @@ def run_segment(config: dict[str, Any], resources: TrialResources, trial_dir: Pa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result.metrics | {"time/segment_s": time.perf_counter() - t0}, result.checkpoint
+
+
+def _record_placement_group(trial_dir: Path) -> None:
+    """Rank 0: which placement group holds this segment's workers, for `release_placement_group`."""
+    import ray
+
+    pg = ray.util.get_current_placement_group()
+    if pg is None:
+        return
+    tmp = trial_dir / f"{PLACEMENT_RECORD}.{os.getpid()}"
+    tmp.write_text(pg.id.hex())
+    os.replace(tmp, trial_dir / PLACEMENT_RECORD)
+
+
+def release_placement_group(trial_dir: Path) -> None:
+    """Before a trial's first segment: remove the placement group its last run left behind.
+
+    Train's controller removes a segment's placement group when the segment ends, even when a
+    worker or its node died. But when the trial's own process dies (killed, out of memory, its
+    node lost), the controller it owns dies with it, and the group lives on until the search's
+    driver exits: Train's PlacementGroupCleaner would remove it but needs Ray's state API, which
+    this Ray (no dashboard) lacks. Measured: the CPUs stay held, so a restarted trial that needs
+    them waits for ever. None of this trial's segments runs now, so its group is an orphan.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    record = trial_dir / PLACEMENT_RECORD
+    try:
+        pg_id = record.read_text().strip()
+    except FileNotFoundError:
+        return
+    pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
+    state = placement_group_table(pg).get("state")
+    if state not in (None, "REMOVED"):
+        log.warning("%s: removing placement group %s (%s) left by the trial's previous run", trial_dir.name, pg_id, state)
+        remove_placement_group(pg)
+    record.unlink(missing_ok=True)
 
 
 def drop_segment(checkpoint: Any) -> None:

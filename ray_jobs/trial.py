@@ -21,7 +21,7 @@ from ray import tune
 
 from ray_jobs import config as config_lib
 from ray_jobs.config import Config
-from ray_jobs.segment import TrialResources, drop_segment, interval_report, run_segment
+from ray_jobs.segment import TrialResources, drop_segment, interval_report, release_placement_group, run_segment
 from ray_jobs.checkpoint import read_meta, usable
 from ray_jobs.trainer import Trainer
 
@@ -88,8 +88,10 @@ def _segments(cfg: Config, res: TrialResources, hp: dict[str, Any]) -> None:
     ctx = tune.get_context()
     trial_path, trial_id = trial_dir(), ctx.get_trial_id()
     # Train's copies of earlier segments: a trial PBT exploits is stopped inside tune.report,
-    # before it could drop them. None of its segments runs now.
+    # before it could drop them. None of its segments runs now, so the workers' placement group
+    # of a run that died goes too.
     shutil.rmtree(trial_path / "segments", ignore_errors=True)
+    release_placement_group(trial_path)
     checkpoint = tune.get_checkpoint()  # Tune's copy on the storage path, which every node sees
     resume_from = str(usable(Path(checkpoint.path))) if checkpoint is not None else None  # torn: an earlier one
     meta = read_meta(Path(resume_from)) if resume_from is not None else {"step": 0, "trial_id": trial_id}

@@ -139,8 +139,8 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
                resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or with resume, continue) the search a space file describes; returns the summary.
 
-    smoke: see `smoke()`. ray_address: join that Ray cluster (a SLURM job's) instead of starting
-    a local one. resources: overrides of the space file's resources (`gantune slurm` derives
+    smoke: see `smoke()`. ray_address: join that Ray cluster (a SLURM job's, or one started with
+    `ray start`) instead of starting a local one. resources: overrides of the space file's resources (`gantune slurm` derives
     them from the nodes it was given)."""
     import ray
     from ray import tune
@@ -172,7 +172,11 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
 
     own_cluster = ray_address is None and not ray.is_initialized()
     if ray_address is not None:
-        ray.init(address=ray_address, log_to_driver=True, configure_logging=False)
+        try:
+            ray.init(address=ray_address, log_to_driver=True, configure_logging=False)
+        except Exception as e:  # ConnectionError, an auth token refused, a bad address: one line
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GantuneError(f"Ray cluster at {ray_address}: {reason}") from None
     elif own_cluster:
         # A one-machine search: a local Ray cluster bound to loopback, nothing exposed.
         ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), include_dashboard=False,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A real N-host SLURM cluster on one machine, for tests of the SLURM path.
+# A real N-host SLURM cluster on one machine, for tests of the SLURM path and of lost hosts.
 #
-#   slurm/local_cluster.sh start [--nodes N] [--cpus C]   # hosts node1..nodeN, partition debug
+#   slurm/local_cluster.sh start [--nodes N] [--cpus C] [--no-slurm]  # hosts node1..nodeN, partition debug
+#   slurm/local_cluster.sh exec NODE CMD [ARG ...]   # CMD on host NODE: its address, its hostname
+#   slurm/local_cluster.sh stop-host NODE            # NODE fails: its link cut, its processes killed
 #   slurm/local_cluster.sh status
 #   slurm/local_cluster.sh stop
 #
@@ -9,7 +11,8 @@
 # namespace (10.200.0.254/24), and its own hostname (a UTS namespace per slurmd). slurmctld and
 # munged run in the root namespace, which plays controller and login node. The namespaces share
 # the machine's filesystem, so it is the "shared filesystem" jobs see. No default route: traffic
-# never leaves the machine. Needs root.
+# never leaves the machine. Needs root. With --no-slurm only the hosts are made (no munged,
+# slurmctld or slurmd): for a Ray cluster started by hand on them with `exec`.
 #
 # Two clusters can run side by side (tests do) with other GANTUNE_CLUSTER_DIR, _PREFIX, _SUBNET
 # and SLURMCTLD_PORT values. Every piece of state is under $GANTUNE_CLUSTER_DIR (default
@@ -26,12 +29,13 @@ SUBNET=${GANTUNE_CLUSTER_SUBNET:-10.200.0}     # hosts .1...N, the root namespac
 BRIDGE=${PREFIX}br0
 NODES=2
 CPUS=2
+WITH_SLURM=1
 
 log() { echo "local_cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '4,6p' "$0" | sed 's/^# *//' >&2
+    sed -n '4,8p' "$0" | sed 's/^# *//' >&2
     exit 2
 }
 
@@ -55,6 +59,30 @@ ensure_packages() {
 }
 
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# SIGKILL every process in network namespace $1 and wait until none is left: what runs on a
+# host, whichever way it got there (slurmd, srun's steps, `exec`).
+kill_netns() {
+    local ns=$1 pids
+    for _ in $(seq 100); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [[ -z $pids ]] && return 0
+        # shellcheck disable=SC2086
+        kill -9 $pids 2>/dev/null || true
+        sleep 0.1
+    done
+    log "warning: processes left in $ns: $(ip netns pids "$ns" | tr '\n' ' ')"
+}
+
+# A host of this cluster: "nodeI" -> I, or die.
+host_index() {
+    local node=$1
+    [[ -f $STATE/made ]] || die "no cluster in $STATE (start one first)"
+    [[ $node =~ ^node([1-9][0-9]?)$ ]] || die "expected a host name node1..node$(cat "$STATE/nodes"), got $node"
+    local i=${BASH_REMATCH[1]}
+    [[ $i -le $(cat "$STATE/nodes") ]] || die "no host $node: the cluster has node1..node$(cat "$STATE/nodes")"
+    echo "$i"
+}
 
 # Kill the process in pid file $1 and wait for it to go (SIGKILL after 10 s).
 stop_pid() {
@@ -170,22 +198,32 @@ wait_nodes_idle() {
 
 cmd_start() {
     need_root
-    if pid_alive "$STATE/slurmctld.pid"; then
+    if pid_alive "$STATE/slurmctld.pid" || [[ -f $STATE/hosts-only ]]; then
         log "already started ($STATE); stop it first to change --nodes"
         cmd_status
         return 0
     fi
     [[ -e $STATE/made ]] && { log "cleaning up a half-started cluster"; cmd_stop; }
-    ensure_packages
+    if [[ $WITH_SLURM -eq 1 ]]; then
+        ensure_packages
+    else
+        for tool in ip nsenter unshare; do command -v $tool >/dev/null || die "$tool missing (iproute2, util-linux)"; done
+    fi
     [[ -e /run/netns/${PREFIX}-node1 ]] && die "netns ${PREFIX}-node1 exists but is not ours ($STATE/made missing)"
     mkdir -p "$STATE"/{ctld,spool,log}
     : >"$STATE/made"
     echo "$NODES" >"$STATE/nodes"
     # A failed start undoes itself.
     trap 'log "start failed; undoing"; cmd_stop' ERR
-    write_conf
     write_hosts
     make_network
+    if [[ $WITH_SLURM -eq 0 ]]; then
+        touch "$STATE/hosts-only"
+        trap - ERR
+        log "started $NODES hosts node1..node$NODES (${SUBNET}.1..${SUBNET}.$NODES), no SLURM"
+        return 0
+    fi
+    write_conf
     start_munge
     SLURM_CONF=$STATE/slurm.conf slurmctld -f "$STATE/slurm.conf" -i
     for i in $(seq "$NODES"); do
@@ -221,7 +259,7 @@ cmd_stop() {
         # Undo in reverse order: veths and namespaces before the bridge.
         while read -r kind name; do
             case $kind in
-                netns) ip netns del "$name" 2>/dev/null || true ;;
+                netns) kill_netns "$name"; ip netns del "$name" 2>/dev/null || true ;;
                 link) ip link del "$name" 2>/dev/null || true ;;
             esac
         done < <(tac "$STATE/made")
@@ -241,20 +279,58 @@ cmd_status() {
         name=$(basename "$f" .pid)
         if pid_alive "$f"; then echo "$name: running (pid $(cat "$f"))"; else echo "$name: not running"; fi
     done
+    local i
+    for i in $(seq "$(cat "$STATE/nodes" 2>/dev/null || echo 0)"); do
+        if [[ -f $STATE/stopped-node$i ]]; then echo "node$i: stopped (stop-host)"; else echo "node$i: up (${SUBNET}.$i)"; fi
+    done
+    [[ -f $STATE/hosts-only ]] && return 0
     if pid_alive "$STATE/slurmctld.pid"; then
         SLURM_CONF=$STATE/slurm.conf sinfo -N -o '%N %T %c %O' 2>/dev/null || true
     fi
     echo "export SLURM_CONF=$STATE/slurm.conf"
 }
 
+# Runs CMD on host NODE as the host's own programs run: in its network namespace (its address),
+# with its hostname, and with the cluster's hosts file as /etc/hosts (names resolve to the hosts'
+# addresses). The environment passes through. Replaces this process (its exit status is CMD's).
+cmd_exec() {
+    need_root
+    [[ $# -ge 2 ]] || usage
+    local node=$1 i
+    i=$(host_index "$node")
+    shift
+    [[ -f $STATE/stopped-node$i ]] && die "host $node is stopped"
+    exec nsenter --net="/run/netns/${PREFIX}-node$i" unshare --uts --mount --propagation slave \
+        sh -c 'mount --bind "$1" /etc/hosts && hostname "$2" && shift 2 && exec "$@"' sh "$STATE/hosts" "$node" "$@"
+}
+
+# The host fails as a machine that loses power: its link goes down first (its peers hear
+# nothing more, not even a connection reset), then every process on it is SIGKILLed. It stays
+# down until `stop`.
+cmd_stop_host() {
+    need_root
+    [[ $# -eq 1 ]] || usage
+    local i
+    i=$(host_index "$1")
+    ip link set "${PREFIX}v$i" down
+    kill_netns "${PREFIX}-node$i"
+    touch "$STATE/stopped-node$i"
+    log "stopped host $1 (${SUBNET}.$i): link down, its processes killed"
+}
+
 main() {
     [[ $# -ge 1 ]] || usage
     local cmd=$1
     shift
+    case $cmd in
+        exec) cmd_exec "$@" ;;
+        stop-host) cmd_stop_host "$@"; return 0 ;;
+    esac
     while [[ $# -gt 0 ]]; do
         case $1 in
             --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
             --cpus) CPUS=${2:?--cpus needs a number}; shift 2 ;;
+            --no-slurm) WITH_SLURM=0; shift ;;
             *) log "unknown option $1"; usage ;;
         esac
     done

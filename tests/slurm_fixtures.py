@@ -42,18 +42,26 @@ class LocalCluster:
         return f"{self.subnet}.{node}"
 
 
-def _why_not() -> str | None:
-    """Why this machine cannot run the local cluster, or None if it can."""
+def hosts_why_not() -> str | None:
+    """Why this machine cannot make the local cluster's hosts (network namespaces), or None."""
     if os.geteuid() != 0:
-        return "local SLURM cluster needs root (network namespaces, slurmd)"
+        return "the local cluster's hosts need root (network namespaces)"
     for tool in ("ip", "nsenter", "unshare"):
         if shutil.which(tool) is None:
-            return f"local SLURM cluster needs {tool} (iproute2, util-linux)"
-    probe = "gtt-probe"
+            return f"the local cluster's hosts need {tool} (iproute2, util-linux)"
+    probe = f"gtt-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"cannot make network namespaces here: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _why_not() -> str | None:
+    """Why this machine cannot run the local SLURM cluster, or None if it can."""
+    reason = hosts_why_not()
+    if reason:
+        return reason
     missing = [t for t in ("slurmctld", "slurmd", "srun", "munged") if shutil.which(t) is None]
     if missing and shutil.which("apt-get") is None:
         return f"SLURM missing ({', '.join(missing)}) and no apt-get to install it"

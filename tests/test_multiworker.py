@@ -171,3 +171,60 @@ def test_a_global_batch_that_does_not_divide_is_refused(tmp_path: Path) -> None:
         run_search(tmp_path / "s.yaml")
     assert "\n" not in str(e.value)
     assert load_spec(tmp_path / "s.yaml").resources.workers_per_trial == 4
+
+
+def test_a_restarted_trial_frees_the_workers_its_dead_process_left_placed(tmp_path: Path, ray_cluster: None) -> None:
+    """A trial's process dies mid-segment (killed, out of memory, its node lost): the Train
+    controller it owns dies with it, and the workers' placement group outlives both (this Ray
+    has no state API for Train's own cleaner). The trial's next run removes it before its first
+    segment, so the CPUs the restart needs are free again. Here the group holds the whole
+    cluster, as one trial's workers do on a full cluster."""
+    import os
+    import signal
+    import time
+
+    import ray
+
+    from ray_jobs.segment import PLACEMENT_RECORD, _record_placement_group, release_placement_group
+
+    def worker(loop_config: dict) -> None:  # a segment's worker: rank 0 records, as segment_worker does
+        if ray.train.get_context().get_world_rank() == 0:
+            _record_placement_group(Path(loop_config["trial_dir"]))
+        time.sleep(600)
+
+    @ray.remote(num_cpus=0)
+    class TrialProcess:  # Tune's trial actor: it runs the segment's TorchTrainer
+        def pid(self) -> int:
+            return os.getpid()
+
+        def segment(self, trial_dir: str) -> None:
+            from ray.train import RunConfig, ScalingConfig
+            from ray.train.torch import TorchTrainer
+
+            TorchTrainer(worker, train_loop_config={"trial_dir": trial_dir},
+                         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                         run_config=RunConfig(name="segment", storage_path=f"{trial_dir}/segments")).fit()
+
+    def free_cpus() -> float:
+        return ray.available_resources().get("CPU", 0.0)
+
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    trial = TrialProcess.remote()
+    pid = ray.get(trial.pid.remote())
+    trial.segment.remote(str(trial_dir))
+    deadline = time.monotonic() + 180
+    while not ((trial_dir / PLACEMENT_RECORD).exists() and free_cpus() == 0):
+        assert time.monotonic() < deadline, "the segment's workers were not placed in time"
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(5)  # the controller and the workers go with their owner
+    held = 2 - free_cpus()
+
+    release_placement_group(trial_dir)
+    while free_cpus() < 2:
+        assert time.monotonic() < deadline, f"CPUs still held after the release: {ray.available_resources()}"
+        time.sleep(0.2)
+    assert not (trial_dir / PLACEMENT_RECORD).exists()
+    release_placement_group(trial_dir)  # nothing recorded: nothing to do
+    print(f"\nCPUs held 5 s after the trial's process died: {held:g} of 2; all free after the release")

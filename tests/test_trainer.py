@@ -220,14 +220,20 @@ def test_d_ratio_must_be_an_integer_or_its_inverse() -> None:
         C.with_values(C.Config(), {"model.family": "rdn", "data.size_px": 32, "train.d_ratio": 2.0})
 
 
-def test_a_cpu_engine_compiles_no_deepspeed_op(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", ["own", "made before"])
+def test_a_cpu_engine_compiles_no_deepspeed_op(tmp_path: Path, group: str) -> None:
     """On a fresh machine DeepSpeed's CPU backend would JIT-compile its shared-memory all-reduce
-    (74 s) for the first engine; training does not use it, so nothing is built."""
+    (74 s) for the first engine; training does not use it, so nothing is built. Also where the
+    process group exists before the trainer (a Ray Train worker's: multi-worker segments)."""
     import os
     import subprocess
     import sys
 
-    script = (
+    made_before = (  # as Ray Train's TorchConfig does in each worker, LOCAL_RANK included
+        "import os; import torch.distributed as dist; os.environ['LOCAL_RANK'] = '0'\n"
+        "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
+    ) if group == "made before" else ""
+    script = made_before + (
         "import sys; from pathlib import Path; from ray_jobs import config as C; from ray_jobs.trainer import Trainer\n"
         "cfg = C.with_values(C.Config(), {'data.size_px': 32, 'data.n_train': 4, 'data.n_eval': 4, 'model.ngf': 4,\n"
         "    'model.ndf': 8, 'model.num_D': 1, 'optim.batch_size': 2, 'loss.random_backbones': True,\n"
