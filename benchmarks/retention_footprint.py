@@ -1,6 +1,7 @@
 """Disk footprint of a search's checkpoints, with checkpoint retention and without it.
 
     .venv/bin/python benchmarks/retention_footprint.py [--space tune_spaces/demo.yaml] [--smoke]
+        [--set train.steps=40 --set eval_every=5 ...]
 
 Runs the same search twice in one run, each into its own temporary storage folder: first keeping
 every checkpoint (`checkpoints: all`, what Tune does by itself), then with the space file's
@@ -8,7 +9,9 @@ retention (`checkpoints`, by default each trial's last 2 and best 1; ray_jobs/re
 For each it prints the checkpoints left at the end (count and bytes), the largest footprint of
 checkpoints seen while it ran (sampled every second), the whole experiment folder, and the ratio
 of the two. The two searches draw their own samples, so their exploits (and the checkpoints
-those keep) differ a little.
+those keep) differ a little. `--set` changes the space file (a top-level key such as
+`eval_every`) or its base config (a dotted key, as the space file's `overrides`): more
+evaluations per trial show how the footprint grows with the search's length.
 """
 
 from __future__ import annotations
@@ -43,8 +46,13 @@ def _bytes(folder: Path) -> int:
     return total
 
 
-def _search(space: Path, storage: Path, checkpoints: Any, smoke: bool) -> dict[str, float]:
+def _search(space: Path, storage: Path, checkpoints: Any, smoke: bool, sets: dict[str, Any]) -> dict[str, float]:
     spec = yaml.safe_load(space.read_text())
+    for key, value in sets.items():
+        if "." in key:
+            spec.setdefault("overrides", {})[key] = value
+        else:
+            spec[key] = value
     spec["base"] = str((space.parent / spec["base"]).resolve())
     spec["storage_path"] = str(storage)
     if checkpoints is not None:
@@ -75,14 +83,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", type=Path, default=Path("tune_spaces/demo.yaml"))
     parser.add_argument("--smoke", action="store_true", help="the space's --smoke search (seconds, not minutes)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a space file key (eval_every=5) or a dotted base config key (train.steps=40)")
     args = parser.parse_args()
+    sets = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     kept = yaml.safe_load(args.space.read_text()).get("checkpoints")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        rows["all"] = _search(args.space, Path(tmp) / "all", "all", args.smoke)
-        rows["retention"] = _search(args.space, Path(tmp) / "retention", None, args.smoke)
+        rows["all"] = _search(args.space, Path(tmp) / "all", "all", args.smoke, sets)
+        rows["retention"] = _search(args.space, Path(tmp) / "retention", None, args.smoke, sets)
     mb = 2 ** 20
-    print(f"\n{args.space}{' --smoke' if args.smoke else ''}: checkpoints on disk")
+    print(f"\n{args.space}{' --smoke' if args.smoke else ''}{''.join(f' --set {s}' for s in args.set)}: checkpoints on disk")
     print(f"{'checkpoints':<28} {'at the end':>10} {'MiB':>9} {'peak MiB':>9} {'folder MiB':>11}")
     for name, label in (("all", "all (Tune's own)"), ("retention", f"retention {kept or 'default (2 last, 1 best)'}")):
         r = rows[name]

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ def _check_tune_state(exp_dir: Path) -> None:
         except Exception:  # whatever a cut-short file raises (EOFError, UnpicklingError, ValueError)
             raise GantuneError(f"{newest}: Tune's search state is cut short (the driver was killed while Tune "
                                f"copied it?); this search cannot be resumed") from None
+
+
+def _check_listens(address: str, timeout_s: float = 10.0) -> None:
+    """A Ray head's HOST:PORT must accept a connection ("auto" and ray:// addresses are Ray's to
+    find and check)."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address:
+        return
+    if not sep or not host or not port.isdigit():
+        raise GantuneError(f"Ray cluster address {address!r}: expected HOST:PORT (the head's GCS port, 6379 by default)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise GantuneError(f"Ray cluster at {address}: cannot connect ({e.strerror or e}); "
+                           f"is `ray start --head` running there?") from None
 
 
 def _check_batch(spec: SearchSpec) -> None:
@@ -172,6 +188,7 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
 
     own_cluster = ray_address is None and not ray.is_initialized()
     if ray_address is not None:
+        _check_listens(ray_address)  # ray.init retries an address nobody answers for minutes
         try:
             ray.init(address=ray_address, log_to_driver=True, configure_logging=False)
         except Exception as e:  # ConnectionError, an auth token refused, a bad address: one line

@@ -106,6 +106,11 @@ CASES: list[tuple[str, dict[str, tuple[str, dict[str, str]]], list[str], str]] =
      ["tune", "s.yaml"], "optim.batch_size=3"),
     ("resume of no search", {"base.yaml": (CONFIG, {}), "s.yaml": (SPACE, {})}, ["tune", "s.yaml", "--resume"],
      "no search to resume there"),
+    # (ray.init retries an address nobody answers for minutes, printing a line every few seconds)
+    ("a Ray cluster address nobody answers", {"base.yaml": (CONFIG, {}), "s.yaml": (SPACE, {})},
+     ["tune", "s.yaml", "--address", "127.0.0.1:1"], "Ray cluster at 127.0.0.1:1: cannot connect (Connection refused)"),
+    ("a Ray cluster address without its port", {"base.yaml": (CONFIG, {}), "s.yaml": (SPACE, {})},
+     ["tune", "s.yaml", "--address", "headnode"], "Ray cluster address 'headnode': expected HOST:PORT"),
     # ---- other commands and any OSError
     ("an output folder that cannot be made", {}, ["data", "scenes", "/proc/x", "--n", "1", "--size", "32"],
      "/proc/x"),

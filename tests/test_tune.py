@@ -177,16 +177,25 @@ def test_resume_continues_an_interrupted_search(tmp_path: Path) -> None:
          "space.model.ngf shapes the nets, so PBT cannot copy weights across its values"),
     ],
 )
-def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str) -> None:
+def test_bad_space_files_fail_in_one_line(tmp_path: Path, edit: dict[str, str], message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from ray_jobs.cli import main
     from ray_jobs.space import load_spec
 
     path = make_space(tmp_path, **edit)
     with pytest.raises(GantuneError, match=message) as e:
         load_spec(path)
     assert "\n" not in str(e.value)
+    assert main(["tune", str(path)]) == 2  # the command's own parser, handler and error line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gantune: error:") and str(e.value) in err
+
+
+def test_a_bad_space_file_exits_2_from_the_installed_command(tmp_path: Path) -> None:
+    path = make_space(tmp_path, **{"num_samples: 2": "num_sample: 2"})
     proc = gantune("tune", str(path), cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gantune: error:")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gantune: error:") and "num_samples" in proc.stderr
 
 
 def test_pbt_perturbs_a_choice_of_strings_as_a_list(tmp_path: Path) -> None:
