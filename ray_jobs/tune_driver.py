@@ -156,8 +156,8 @@ def run_search(space_path: str | os.PathLike[str], resume: bool = False, name: s
     """Run (or with resume, continue) the search a space file describes; returns the summary.
 
     smoke: see `smoke()`. ray_address: join that Ray cluster (a SLURM job's, or one started with
-    `ray start`) instead of starting a local one. resources: overrides of the space file's resources (`gantune slurm` derives
-    them from the nodes it was given)."""
+    `ray start`) instead of starting a local one. resources: overrides of the space file's
+    resources (`gantune slurm` derives them from the nodes it was given)."""
     import ray
     from ray import tune
 

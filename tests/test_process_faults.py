@@ -212,29 +212,28 @@ def test_a_killed_trial_restarts_from_its_last_reported_checkpoint(tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_killed_driver_resumes_with_every_report_it_wrote(tmp_path: Path) -> None:
-    space = make_space(tmp_path, "d", base_edits={"steps: 6": f"steps: {STEPS}"})
+    """The driver SIGKILLed with its whole Ray cluster mid-search, at the hardest moment for
+    retention: Tune saves its experiment state every 10 s or more, the trials checkpoint more
+    often, so a driver killed between two saves leaves a state that names checkpoints older than
+    the trials' newest. The resume goes on from those, so they must still be on disk: retention
+    keeps only a trial's last two here, and the kill comes once a trial has two past the state's."""
+    steps = 12
+    space = make_space(tmp_path, "d", base_edits={"steps: 6": f"steps: {steps}"},
+                       **{"num_samples: 2": "num_samples: 2\ncheckpoints: {keep_last: 2, keep_best: 0}"})
     exp = tmp_path / "runs" / "d"
     proc = _start(space, tmp_path)
     try:
-        # Once a report has reached the storage path, and then at a moment of the trials' own
-        # (a training step), not of the driver's: the driver copies its state there in the
-        # background, and is left alone for a moment after a copy.
-        deadline = time.monotonic() + DEADLINE_S
-        while not any(_rows(t) for t in exp.glob("trial_*")):
-            assert proc.poll() is None, "the search ended before a report reached the storage path"
-            assert time.monotonic() < deadline, "no report reached the storage path in time"
-            time.sleep(0.2)
-        time.sleep(2)  # pacing, not an assertion: past the copy that brought the report
-
-        def tb_bytes() -> int:  # what the trials write themselves, where they write it
-            return sum(p.stat().st_size for _, folder in _trial_processes(proc.pid, exp).values()
-                       for p in folder.glob("tb/events.out.tfevents.*"))
-
-        seen = tb_bytes()
-        while tb_bytes() <= seen:
-            assert proc.poll() is None, "the search ended before the driver could be killed"
+        deadline, ahead = time.monotonic() + DEADLINE_S, None
+        while ahead is None:
+            if proc.poll() is not None:
+                pytest.skip("no trial got two checkpoints ahead of the saved state before the search ended")
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            for trial in sorted(exp.glob("trial_*")):
+                recorded, on_disk = _rows(trial), _checkpoint_steps(trial)
+                if recorded and max(on_disk.values(), default=0) >= int(recorded[-1]["step"]) + 2 * EVERY:
+                    ahead = trial
+                    break
+            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray head: GCS, raylet, ...
         proc.wait(timeout=60)
     finally:
@@ -254,7 +253,6 @@ def test_a_killed_driver_resumes_with_every_report_it_wrote(tmp_path: Path) -> N
                 continue  # the line the copy was cut in
             assert (report["step"], report[OBJECTIVE]) in written[t.name], (t.name, written[t.name])
     left, gone_s = _outlived(proc.pid)
-    assert any(written.values()), written
 
     resumed = gantune("tune", str(space), "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -266,7 +264,8 @@ def test_a_killed_driver_resumes_with_every_report_it_wrote(tmp_path: Path) -> N
     redone = {}
     for t in summary["trials"]:
         name, history = f"trial_{t['trial_id']}", t["history"]
-        assert history[-1]["step"] == STEPS
+        assert t["error"] is None, t["error"]
+        assert history[-1]["step"] == steps
         # Every report written before the kill, as it was: same step, same value, in order.
         before = written[name]
         assert [(h["step"], h["value"]) for h in history[: len(before)]] == before, (before, history)
@@ -276,13 +275,14 @@ def test_a_killed_driver_resumes_with_every_report_it_wrote(tmp_path: Path) -> N
         # reported (a PBT exploit's, from its donor's), and skips none.
         first = history[len(before)]
         if "restored_from" in first:
-            assert first["step"] == min(first["restored_step"] + EVERY, STEPS), first
+            assert first["step"] == min(first["restored_step"] + EVERY, steps), first
         else:
             assert first["step"] - EVERY in {s for s, _ in before}, (before, first)
             assert first["step"] <= before[-1][0] + EVERY
         redone[name] = on_disk[name] - (first["step"] - EVERY) if "restored_from" not in first else None
-    print(f"\nleft at the kill: {sorted(c[:40] for c in left.values())}, gone {gone_s:.1f} s later;"
-          f" written: {written}; newest checkpoint on disk: {on_disk}; steps redone after the resume: {redone}")
+    print(f"\nkilled with {ahead.name} at {written[ahead.name]} recorded and checkpoints up to step {on_disk[ahead.name]}"
+          f" on disk; left at the kill: {sorted(c[:40] for c in left.values())}, gone {gone_s:.1f} s later;"
+          f" steps redone after the resume: {redone}")
 
 
 @pytest.mark.slow
@@ -307,49 +307,3 @@ def test_a_resume_refuses_tune_state_cut_short(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((exp / "summary.json").read_text())
     assert sorted(f"trial_{t['trial_id']}" for t in summary["trials"]) == trials, summary["trials"]
-
-
-@pytest.mark.slow
-def test_a_driver_killed_two_checkpoints_after_its_saved_state_resumes(tmp_path: Path) -> None:
-    """Tune saves its experiment state every 10 s or more, the trials checkpoint more often: a
-    driver killed between two saves leaves a state that names checkpoints older than the trials'
-    newest. The resume goes on from those, so they must still be on disk: here retention keeps
-    only a trial's last two, and the kill comes once a trial has two past the state's."""
-    steps = 12
-    space = make_space(tmp_path, "p", base_edits={"steps: 6": f"steps: {steps}"}, **{
-        PBT: "scheduler: none", "num_samples: 2": "num_samples: 2\ncheckpoints: {keep_last: 2, keep_best: 0}"})
-    exp = tmp_path / "runs" / "p"
-    proc = _start(space, tmp_path)
-    try:
-        deadline, ahead = time.monotonic() + DEADLINE_S, None
-        while ahead is None:
-            if proc.poll() is not None:
-                pytest.skip("no trial got two checkpoints ahead of the saved state before the search ended")
-            assert time.monotonic() < deadline
-            for trial in sorted(exp.glob("trial_*")):
-                recorded, on_disk = _rows(trial), _checkpoint_steps(trial)
-                if recorded and max(on_disk.values(), default=0) >= int(recorded[-1]["step"]) + 2 * EVERY:
-                    ahead = trial
-                    break
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    trials = sorted(exp.glob("trial_*"))
-    written = {t.name: [(int(r["step"]), float(r[OBJECTIVE])) for r in _rows(t)] for t in trials}
-    # With one checkpoint a report, the state names the checkpoint of the last recorded report.
-    named = ahead / f"checkpoint_{len(written[ahead.name]) - 1:06d}"
-    print(f"\nkilled with {ahead.name} at {written[ahead.name]} recorded and {_checkpoint_steps(ahead)} on disk;"
-          f" the checkpoint its saved state names is {'there' if named.is_dir() else 'deleted'}")
-    _outlived(proc.pid)
-
-    resumed = gantune("tune", str(space), "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads((exp / "summary.json").read_text())
-    for t in summary["trials"]:
-        before = written[f"trial_{t['trial_id']}"]
-        assert t["error"] is None, t["error"]
-        assert [(h["step"], h["value"]) for h in t["history"][: len(before)]] == before
-        assert t["history"][-1]["step"] == steps
