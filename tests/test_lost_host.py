@@ -16,6 +16,7 @@ last one the target), and the hosts each report's workers ran on.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -58,12 +59,14 @@ def hosts() -> Iterator[None]:
     reason = hosts_why_not()
     if reason:
         pytest.skip(reason)
-    _script("stop")  # what a killed earlier run left behind (this folder only)
-    _script("start", "--nodes", "2", "--no-slurm")
-    try:
-        yield
-    finally:
-        _script("stop")  # kills whatever still runs on the hosts
+    with open(f"{ENV['GANTUNE_CLUSTER_DIR']}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test session on this machine waits its turn
+        _script("stop")  # what a killed earlier run left behind (this folder only)
+        _script("start", "--nodes", "2", "--no-slurm")
+        try:
+            yield
+        finally:
+            _script("stop")  # kills whatever still runs on the hosts
 
 
 def _on_host(node: str, cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[str]:
